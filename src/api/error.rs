@@ -1,0 +1,156 @@
+//! The one place where failures become HTTP answers.
+//!
+//! Every error body has the same shape:
+//! `{"success": false, "error": {"code": "...", "message": "...", "field": "..."}}`
+//! (`field` only where one field is at fault). 4xx codes mean the client must change the request;
+//! 503 means try again later (with `Retry-After`). Internal details go to the log, not the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::event::{InvalidEvent, ParseError};
+use crate::ingest::{IngestError, Refusal};
+use crate::journal::AppendError;
+
+/// Seconds a client is asked to wait when the service is overloaded.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error(transparent)]
+    InvalidEvent(#[from] InvalidEvent),
+    #[error("item {0} is not in the catalogue")]
+    UnknownItem(String),
+    #[error("the body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    #[error("the service is busy: its journal is full; retry later")]
+    Overloaded,
+    #[error("the service cannot take events right now; retry later")]
+    Unavailable,
+    #[error("the user context is unavailable right now; retry later")]
+    ContextUnavailable,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    success: bool,
+    error: ErrorDetail<'a>,
+}
+
+/// The `error` object of a failed request, and of a rejected event in a batch.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorDetail<'a> {
+    pub code: &'a str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidBody(_) | ApiError::InvalidEvent(_) | ApiError::UnknownItem(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Overloaded | ApiError::Unavailable | ApiError::ContextUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidEvent(invalid) => invalid.code,
+            ApiError::UnknownItem(_) => "unknown_item",
+            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Unavailable => "unavailable",
+            ApiError::ContextUnavailable => "context_unavailable",
+        }
+    }
+
+    pub fn detail(&self) -> ErrorDetail<'static> {
+        let field = match self {
+            ApiError::InvalidEvent(invalid) => Some(invalid.field),
+            ApiError::UnknownItem(_) => Some("asin"),
+            _ => None,
+        };
+        ErrorDetail {
+            code: self.code(),
+            message: self.to_string(),
+            field,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        metrics::counter!("requests_rejected_total", "reason" => self.code()).increment(1);
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request refused");
+        }
+        let body = ErrorBody {
+            success: false,
+            error: self.detail(),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(error: ParseError) -> Self {
+        match error {
+            ParseError::Syntax(message) => ApiError::InvalidJson(message),
+            ParseError::NotAnObject => ApiError::InvalidBody(error.to_string()),
+            ParseError::Invalid(invalid) => ApiError::InvalidEvent(invalid),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::UnknownItem(asin) => ApiError::UnknownItem(asin.to_string()),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Journal(AppendError::Full { .. }) => ApiError::Overloaded,
+            IngestError::Journal(error) => {
+                tracing::error!(%error, "an event could not be made durable");
+                ApiError::Unavailable
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `POST /api/event` (one event, the seed's endpoint) and `POST /api/events` (a batch).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::ErrorDetail;
+use super::{ApiError, AppState, body};
+use crate::event::{Event, EventType};
+
+/// The seed's answer, exactly: `{"success": true, "message": "Event logged: view"}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventLogged {
+    pub success: bool,
+    pub message: String,
+}
+
+pub async fn log_event(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<EventLogged>, ApiError> {
+    let body = body::read_json(&headers, body, app.limits.max_body_bytes).await?;
+    let event = Event::from_json(&body, &app.limits.metadata, Utc::now())?;
+    let outcome = app.ingest.accept(std::slice::from_ref(&event)).await?;
+    if let Some(Err(refusal)) = outcome.into_iter().next() {
+        return Err(refusal.into());
+    }
+    Ok(Json(logged(event.event_type)))
+}
+
+fn logged(event_type: EventType) -> EventLogged {
+    EventLogged {
+        success: true,
+        message: format!("Event logged: {event_type}"),
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    events: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchLogged {
+    pub success: bool,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub results: Vec<EventResult>,
+}
+
+/// The fate of one event of a batch, in request order.
+#[derive(Debug, Serialize)]
+pub struct EventResult {
+    pub index: usize,
+    pub status: EventStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail<'static>>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    Accepted,
+    Rejected,
+}
+
+/// Accepts up to `max_batch_events` events; each is accepted or rejected on its own.
+pub async fn log_events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchLogged>, ApiError> {
+    let body = body::read_json(&headers, body, app.limits.max_batch_body_bytes).await?;
+    let request: BatchRequest = serde_json::from_slice(&body).map_err(|error| {
+        use serde_json::error::Category;
+        match error.classify() {
+            Category::Data => ApiError::InvalidBody(
+                r#"the body must be a JSON object {"events": [...]}"#.to_owned(),
+            ),
+            _ => ApiError::InvalidJson(error.to_string()),
+        }
+    })?;
+    let Value::Array(items) = request.events else {
+        return Err(ApiError::InvalidBody(
+            "events must be an array of events".to_owned(),
+        ));
+    };
+    let max = app.limits.max_batch_events;
+    if items.is_empty() || items.len() > max {
+        return Err(ApiError::InvalidBody(format!(
+            "events must hold 1 to {max} events"
+        )));
+    }
+
+    let received_at = Utc::now();
+    let mut results: Vec<EventResult> = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match Event::from_value(item, &app.limits.metadata, received_at) {
+            Ok(event) => {
+                positions.push(index);
+                events.push(event);
+            }
+            Err(invalid) => results.push(rejected(index, ApiError::from(invalid))),
+        }
+    }
+    let outcomes = app.ingest.accept(&events).await?;
+    for ((index, event), outcome) in positions.into_iter().zip(&events).zip(outcomes) {
+        results.push(match outcome {
+            Ok(()) => EventResult {
+                index,
+                status: EventStatus::Accepted,
+                event_id: Some(event.event_id),
+                error: None,
+            },
+            Err(refusal) => rejected(index, refusal.into()),
+        });
+    }
+    results.sort_by_key(|r| r.index);
+    let accepted = results
+        .iter()
+        .filter(|r| r.status == EventStatus::Accepted)
+        .count();
+    Ok(Json(BatchLogged {
+        success: true,
+        accepted,
+        rejected: results.len() - accepted,
+        results,
+    }))
+}
+
+fn rejected(index: usize, error: ApiError) -> EventResult {
+    metrics::counter!("events_rejected_total", "reason" => error.code()).increment(1);
+    EventResult {
+        index,
+        status: EventStatus::Rejected,
+        event_id: None,
+        error: Some(error.detail()),
+    }
+}

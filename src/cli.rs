@@ -1,0 +1,54 @@
+//! The command line: `serve`, `migrate`, `seed-catalog`, `verify`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{DatabaseArgs, Settings};
+use crate::telemetry::LogFormat;
+use crate::{db, seed_catalog, startup, verify};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "event-ingest",
+    version,
+    about = "Event ingestion for a real-time recommender"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (creates the database and applies migrations first).
+    Serve(Box<Settings>),
+    /// Create the database if missing and apply pending migrations.
+    Migrate(DatabaseArgs),
+    /// Fill a synthetic catalogue (items, products, users) for demos and benchmarks.
+    SeedCatalog(seed_catalog::SeedArgs),
+    /// Check a running service end to end: HTTP, Redis keys, PostgreSQL rows.
+    Verify(verify::VerifyArgs),
+}
+
+impl Command {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Serve(settings) => {
+                let app = startup::Application::build(*settings).await?;
+                app.run_until_stopped(startup::shutdown_signal()).await?;
+            }
+            Command::Migrate(args) => {
+                db::prepare(&args.database_url, 1).await?;
+                tracing::info!("migrations applied");
+            }
+            Command::SeedCatalog(args) => seed_catalog::run(&args).await?,
+            Command::Verify(args) => return verify::run(&args).await,
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

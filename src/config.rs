@@ -1,0 +1,231 @@
+//! The service's settings: every one a flag and an environment variable, with the seed's defaults.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::catalogue::CatalogueConfig;
+use crate::context::ContextConfig;
+use crate::event::MetadataLimits;
+use crate::journal::{JournalConfig, SyncPolicy};
+use crate::retry::RetryPolicy;
+use crate::writer::WriterConfig;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/event_ingest";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Where to find PostgreSQL.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnknownItems {
+    /// Accept events for items not in the catalogue, creating the `items` row on write.
+    Create,
+    /// Answer 422 for an item the catalogue does not know.
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JournalSync {
+    /// Flush to disk before every acknowledgement (shared by concurrent requests).
+    Always,
+    /// Acknowledge once written to the OS; flush every --journal-sync-interval-ms.
+    Interval,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Redis URL. Redis may be down at start-up: the service runs on and reconnects.
+    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    pub redis_url: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Lifetime of a user's context keys in Redis, refreshed by every event.
+    #[arg(long, env = "CONTEXT_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    pub context_ttl_secs: u64,
+
+    /// How many recent items are kept per user.
+    #[arg(long, env = "RECENT_ITEMS_CAP", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub recent_items_cap: u64,
+
+    /// Deadline of one Redis call; past it the request goes on without Redis.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub redis_timeout_ms: u64,
+
+    /// Prefix for every Redis key (to share one Redis between deployments).
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
+    pub redis_key_prefix: String,
+
+    /// Quick retries of a failed PostgreSQL write before it is logged as an error (the batch is
+    /// then kept and retried every --retry-parked-ms until it lands).
+    #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+
+    /// First retry delay; doubled per retry up to 2 s.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 100)]
+    pub retry_base_ms: u64,
+
+    /// Delay between attempts once the quick retries are spent.
+    #[arg(long, env = "RETRY_PARKED_MS", default_value_t = 5_000)]
+    pub retry_parked_ms: u64,
+
+    /// Most events per PostgreSQL write.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+    pub batch_size: u64,
+
+    /// Longest wait for a batch to fill before it is written anyway.
+    #[arg(long, env = "BATCH_INTERVAL_MS", default_value_t = 50)]
+    pub batch_interval_ms: u64,
+
+    /// Directory of the durable journal (created if missing).
+    #[arg(long, env = "JOURNAL_DIR", default_value = "data/journal")]
+    pub journal_dir: PathBuf,
+
+    /// Bound of the journal: unwritten events beyond it get 503 with Retry-After.
+    #[arg(long, env = "JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub journal_max_bytes: u64,
+
+    /// Size of one journal segment file.
+    #[arg(long, env = "JOURNAL_SEGMENT_BYTES", default_value_t = 16 << 20)]
+    pub journal_segment_bytes: u64,
+
+    /// When an acknowledged event is flushed to disk.
+    #[arg(long, env = "JOURNAL_SYNC", value_enum, default_value_t = JournalSync::Always)]
+    pub journal_sync: JournalSync,
+
+    /// Flush interval under --journal-sync interval.
+    #[arg(long, env = "JOURNAL_SYNC_INTERVAL_MS", default_value_t = 10)]
+    pub journal_sync_interval_ms: u64,
+
+    /// What to do with events for items the catalogue does not know.
+    #[arg(long, env = "UNKNOWN_ITEMS", value_enum, default_value_t = UnknownItems::Create)]
+    pub unknown_items: UnknownItems,
+
+    /// Items kept in the in-process catalogue cache.
+    #[arg(long, env = "CATALOGUE_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub catalogue_cache_capacity: u64,
+
+    /// Lifetime of a cached catalogue entry.
+    #[arg(long, env = "CATALOGUE_CACHE_TTL_SECS", default_value_t = 300)]
+    pub catalogue_cache_ttl_secs: u64,
+
+    /// Lifetime of a cached "no such item".
+    #[arg(long, env = "CATALOGUE_MISS_TTL_SECS", default_value_t = 30)]
+    pub catalogue_miss_ttl_secs: u64,
+
+    /// Deadline of a catalogue query on the request path.
+    #[arg(long, env = "CATALOGUE_TIMEOUT_MS", default_value_t = 100)]
+    pub catalogue_timeout_ms: u64,
+
+    /// Largest request body of POST /api/event.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest metadata object, as compact JSON.
+    #[arg(long, env = "MAX_METADATA_BYTES", default_value_t = 8 * 1024)]
+    pub max_metadata_bytes: usize,
+
+    /// Deepest nesting of metadata.
+    #[arg(long, env = "MAX_METADATA_DEPTH", default_value_t = 8)]
+    pub max_metadata_depth: usize,
+
+    /// Most keys in metadata, counted over all nested objects.
+    #[arg(long, env = "MAX_METADATA_KEYS", default_value_t = 128)]
+    pub max_metadata_keys: usize,
+
+    /// PostgreSQL connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+
+    /// On SIGTERM, how long to wait for in-flight requests and for the journal to drain.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Settings {
+    pub fn context(&self) -> ContextConfig {
+        ContextConfig {
+            ttl: Duration::from_secs(self.context_ttl_secs),
+            recent_items_cap: self.recent_items_cap as usize,
+            timeout: Duration::from_millis(self.redis_timeout_ms),
+            key_prefix: self.redis_key_prefix.clone(),
+        }
+    }
+
+    pub fn catalogue(&self) -> CatalogueConfig {
+        CatalogueConfig {
+            capacity: self.catalogue_cache_capacity,
+            ttl: Duration::from_secs(self.catalogue_cache_ttl_secs),
+            miss_ttl: Duration::from_secs(self.catalogue_miss_ttl_secs),
+            timeout: Duration::from_millis(self.catalogue_timeout_ms),
+        }
+    }
+
+    pub fn journal(&self) -> JournalConfig {
+        JournalConfig {
+            dir: self.journal_dir.clone(),
+            max_bytes: self.journal_max_bytes,
+            segment_bytes: self.journal_segment_bytes,
+            sync: match self.journal_sync {
+                JournalSync::Always => SyncPolicy::Always,
+                JournalSync::Interval => {
+                    SyncPolicy::Interval(Duration::from_millis(self.journal_sync_interval_ms))
+                }
+            },
+        }
+    }
+
+    pub fn writer(&self) -> WriterConfig {
+        WriterConfig {
+            batch_size: self.batch_size as usize,
+            batch_interval: Duration::from_millis(self.batch_interval_ms),
+            retry: RetryPolicy {
+                max_retries: self.max_retries,
+                base_delay: Duration::from_millis(self.retry_base_ms),
+                parked_delay: Duration::from_millis(self.retry_parked_ms),
+                ..RetryPolicy::default()
+            },
+        }
+    }
+
+    pub fn metadata_limits(&self) -> MetadataLimits {
+        MetadataLimits {
+            max_bytes: self.max_metadata_bytes,
+            max_depth: self.max_metadata_depth,
+            max_keys: self.max_metadata_keys,
+        }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+impl Default for Settings {
+    /// The defaults, as `serve` with no flags and no environment would have them.
+    fn default() -> Self {
+        use clap::{Command, FromArgMatches};
+        let command = Settings::augment_args(Command::new("serve").no_binary_name(true));
+        let matches = command
+            .try_get_matches_from(std::iter::empty::<String>())
+            .expect("the defaults parse");
+        Settings::from_arg_matches(&matches).expect("the defaults parse")
+    }
+}

@@ -1,0 +1,108 @@
+//! The request path of ingestion, for one event or a batch: catalogue lookup, then the durable
+//! hand-off and the Redis context update side by side, then the answer.
+//!
+//! Ordering matters: the journal's room is reserved before anything is written, so a full journal
+//! refuses the request with nothing done; the Redis update runs while the journal flushes, so the
+//! request costs the slower of the two, not their sum. A Redis failure is a warning (the seed's
+//! rule); a journal failure is the request's failure, because only the journal makes it durable.
+
+use std::collections::HashMap;
+
+use crate::catalogue::{Catalogue, Lookup};
+use crate::config::UnknownItems;
+use crate::context::{ContextStore, ContextUpdate};
+use crate::event::{Asin, Event};
+use crate::journal::{AppendError, Journal};
+
+#[derive(Clone)]
+pub struct Ingest {
+    pub catalogue: Catalogue,
+    pub context: ContextStore,
+    pub journal: Journal,
+    pub unknown_items: UnknownItems,
+}
+
+/// Why an otherwise valid event was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--unknown-items reject` and the catalogue does not know the item.
+    UnknownItem(Asin),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Journal(#[from] AppendError),
+}
+
+impl Ingest {
+    /// Accepts `events` as one group: afterwards each is either durable (and in the user's
+    /// context, unless Redis failed) or refused with a reason. The whole group fails only if the
+    /// journal cannot take it.
+    pub async fn accept(&self, events: &[Event]) -> Result<Vec<Result<(), Refusal>>, IngestError> {
+        let lookups = self.lookup(events).await;
+        let outcomes: Vec<Result<(), Refusal>> = events
+            .iter()
+            .zip(&lookups)
+            .map(|(event, lookup)| match (self.unknown_items, lookup) {
+                (UnknownItems::Reject, Lookup::Unknown) => {
+                    Err(Refusal::UnknownItem(event.asin.clone()))
+                }
+                _ => Ok(()),
+            })
+            .collect();
+        let accepted: Vec<(&Event, &Lookup)> = events
+            .iter()
+            .zip(&lookups)
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(pair, _)| pair)
+            .collect();
+        if accepted.is_empty() {
+            return Ok(outcomes);
+        }
+
+        let payloads = accepted
+            .iter()
+            .map(|(event, _)| serde_json::to_vec(event).expect("an event always serializes"))
+            .collect();
+        let durable = self.journal.append(payloads)?;
+        let updates: Vec<ContextUpdate> = accepted
+            .iter()
+            .map(|(event, lookup)| ContextUpdate {
+                event,
+                category: lookup.category(),
+            })
+            .collect();
+        let (context, durable) = tokio::join!(self.context.record(&updates), durable);
+        durable?;
+        match context {
+            Ok(applied) => {
+                let repeated = applied.iter().filter(|applied| !**applied).count();
+                if repeated > 0 {
+                    metrics::counter!("events_repeated_total").increment(repeated as u64);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = accepted.len(), "Redis context not updated; the events are stored anyway");
+            }
+        }
+        for (event, _) in &accepted {
+            metrics::counter!("events_accepted_total", "event_type" => event.event_type.as_str())
+                .increment(1);
+        }
+        Ok(outcomes)
+    }
+
+    async fn lookup(&self, events: &[Event]) -> Vec<Lookup> {
+        if let [event] = events {
+            return vec![self.catalogue.lookup(&event.asin).await];
+        }
+        let asins: Vec<Asin> = events.iter().map(|e| e.asin.clone()).collect();
+        let found: HashMap<Asin, Lookup> = self.catalogue.lookup_many(&asins).await;
+        events
+            .iter()
+            .map(|e| found.get(&e.asin).cloned().unwrap_or(Lookup::Unavailable))
+            .collect()
+    }
+}

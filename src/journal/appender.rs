@@ -1,0 +1,232 @@
+//! The appender: one thread owns the open segment and writes every append.
+//!
+//! Group commit: while the thread writes and flushes one group, new appends queue in its channel;
+//! the next round takes all of them at once, so they share one `write` and one `fdatasync`. Under
+//! load the cost of a flush is spread over every request that arrived during the previous one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::{AppendError, JournalConfig, Position, Shared, SyncPolicy, record, sync_dir};
+
+/// Most bytes written as one group.
+const MAX_GROUP_BYTES: u64 = 8 * 1024 * 1024;
+
+pub(super) enum Message {
+    Append {
+        payloads: Vec<Vec<u8>>,
+        bytes: u64,
+        reply: oneshot::Sender<Result<(), AppendError>>,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+pub(super) fn start(
+    shared: Arc<Shared>,
+    config: &JournalConfig,
+    first_segment: u64,
+) -> io::Result<mpsc::Sender<Message>> {
+    let (sender, receiver) = mpsc::channel();
+    let segment = Segment::create(&shared, first_segment)?;
+    let mut appender = Appender {
+        shared,
+        sync: config.sync,
+        segment_bytes: config.segment_bytes,
+        segment,
+        unsynced_since: None,
+        buffer: Vec::with_capacity(64 * 1024),
+    };
+    thread::Builder::new()
+        .name("journal-appender".into())
+        .spawn(move || appender.run(receiver))?;
+    Ok(sender)
+}
+
+struct Segment {
+    id: u64,
+    file: File,
+    len: u64,
+}
+
+impl Segment {
+    fn create(shared: &Shared, id: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(shared.segment_path(id))?;
+        sync_dir(&shared.dir)?;
+        shared.segments.lock().unwrap().insert(id, 0);
+        Ok(Self { id, file, len: 0 })
+    }
+}
+
+struct Appender {
+    shared: Arc<Shared>,
+    sync: SyncPolicy,
+    segment_bytes: u64,
+    segment: Segment,
+    /// Since when written bytes await a flush (interval policy only).
+    unsynced_since: Option<Instant>,
+    buffer: Vec<u8>,
+}
+
+type Reply = (oneshot::Sender<Result<(), AppendError>>, u64);
+
+impl Appender {
+    fn run(&mut self, receiver: mpsc::Receiver<Message>) {
+        loop {
+            if self.flush_due() {
+                self.flush_quietly();
+            }
+            let first = match self.flush_deadline() {
+                Some(deadline) => match receiver
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
+                    Ok(message) => message,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match receiver.recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+            };
+            let mut replies: Vec<Reply> = Vec::new();
+            let mut closing = None;
+            let mut group_bytes = 0;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Append {
+                        payloads,
+                        bytes,
+                        reply,
+                    } => {
+                        for payload in &payloads {
+                            record::encode(payload, &mut self.buffer);
+                        }
+                        replies.push((reply, bytes));
+                        group_bytes += bytes;
+                    }
+                    Message::Close(done) => closing = Some(done),
+                }
+                if closing.is_none() && group_bytes < MAX_GROUP_BYTES {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            if !replies.is_empty() {
+                self.write_group(replies);
+            }
+            if let Some(done) = closing {
+                self.flush_quietly();
+                let _ = done.send(());
+                break;
+            }
+        }
+        self.flush_quietly();
+        // Anything still queued after a close is refused, releasing its reservation.
+        while let Ok(message) = receiver.try_recv() {
+            if let Message::Append { bytes, reply, .. } = message {
+                self.shared.used.fetch_sub(bytes, Ordering::AcqRel);
+                let _ = reply.send(Err(AppendError::Closed));
+            }
+        }
+    }
+
+    /// When written bytes must be flushed at the latest (interval policy with bytes unflushed).
+    fn flush_deadline(&self) -> Option<Instant> {
+        match (self.sync, self.unsynced_since) {
+            (SyncPolicy::Interval(interval), Some(since)) => Some(since + interval),
+            _ => None,
+        }
+    }
+
+    fn flush_due(&self) -> bool {
+        self.flush_deadline()
+            .is_some_and(|deadline| deadline <= Instant::now())
+    }
+
+    fn write_group(&mut self, replies: Vec<Reply>) {
+        let outcome = self.write_buffer();
+        self.buffer.clear();
+        match outcome {
+            Ok(()) => {
+                for (reply, _) in replies {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, segment = self.segment.id, "journal write failed; the appends are refused");
+                for (reply, bytes) in replies {
+                    self.shared.used.fetch_sub(bytes, Ordering::AcqRel);
+                    let _ = reply.send(Err(AppendError::Io(error.to_string())));
+                }
+            }
+        }
+    }
+
+    fn write_buffer(&mut self) -> io::Result<()> {
+        let len = self.buffer.len() as u64;
+        if self.segment.len > 0 && self.segment.len + len > self.segment_bytes {
+            self.rotate()?;
+        }
+        if let Err(error) = self.write_and_sync() {
+            // Cut whatever part of the group reached the file, so the segment stays whole records.
+            if self.segment.file.set_len(self.segment.len).is_err() {
+                // The segment cannot be mended: close it at its last good length and go on in a
+                // new one. Recovery cuts the stray bytes at the next start.
+                let _ = self.rotate();
+            }
+            return Err(error);
+        }
+        self.segment.len += len;
+        self.publish();
+        Ok(())
+    }
+
+    fn write_and_sync(&mut self) -> io::Result<()> {
+        self.segment.file.write_all(&self.buffer)?;
+        match self.sync {
+            SyncPolicy::Always => self.segment.file.sync_data(),
+            SyncPolicy::Interval(_) => {
+                self.unsynced_since.get_or_insert_with(Instant::now);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes the written end visible to the reader and to the space accounting.
+    fn publish(&self) {
+        self.shared
+            .segments
+            .lock()
+            .unwrap()
+            .insert(self.segment.id, self.segment.len);
+        self.shared.durable.send_replace(Position {
+            segment: self.segment.id,
+            offset: self.segment.len,
+        });
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.segment.file.sync_data()?;
+        self.unsynced_since = None;
+        self.segment = Segment::create(&self.shared, self.segment.id + 1)?;
+        self.publish();
+        Ok(())
+    }
+
+    fn flush_quietly(&mut self) {
+        if self.unsynced_since.take().is_some()
+            && let Err(error) = self.segment.file.sync_data()
+        {
+            tracing::error!(%error, "journal flush failed");
+        }
+    }
+}

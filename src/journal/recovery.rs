@@ -1,0 +1,109 @@
+//! Start-up recovery: every segment is scanned and left holding whole records only.
+//!
+//! - A torn tail (the process or the machine stopped mid-write) can only be at the end of the last
+//!   segment: it is cut off with a warning. Nothing in it was acknowledged.
+//! - Damage anywhere else is copied to `quarantine/` and reported; the segment is rewritten with
+//!   the records around it. Recovery never fails on bad bytes, so a damaged journal cannot put the
+//!   service into a crash loop.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::record::{self, Piece};
+use super::{quarantine, segment_path, sync_dir};
+
+/// What recovery found.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    /// Segments kept, with their lengths.
+    pub segments: BTreeMap<u64, u64>,
+    /// Whole records in them.
+    pub records: u64,
+    /// Bytes of torn tail cut off.
+    pub torn_bytes: u64,
+    /// Files in `quarantine/` made for damaged stretches.
+    pub quarantined: Vec<PathBuf>,
+}
+
+pub(super) fn recover(dir: &Path) -> io::Result<RecoveryReport> {
+    let ids = segment_ids(dir)?;
+    let last = ids.last().copied();
+    let mut report = RecoveryReport::default();
+    for id in ids {
+        let path = segment_path(dir, id);
+        let data = fs::read(&path)?;
+        let mut pieces = record::scan(&data);
+        if Some(id) == last
+            && let Some(Piece::Damaged(torn)) = pieces.last().cloned()
+        {
+            pieces.pop();
+            report.torn_bytes += torn.len() as u64;
+            tracing::warn!(
+                segment = %path.display(),
+                offset = torn.start,
+                bytes = torn.len(),
+                "the journal ends in a torn record (the last write before a stop); cut off"
+            );
+        }
+        let mut kept = Vec::with_capacity(data.len());
+        for piece in &pieces {
+            match piece {
+                Piece::Record(range) => {
+                    report.records += 1;
+                    kept.extend_from_slice(&data[range.clone()]);
+                }
+                Piece::Damaged(range) => {
+                    let name = format!("segment-{id:020}-at-{}.bin", range.start);
+                    let saved = quarantine(&dir.join("quarantine"), &name, &data[range.clone()])?;
+                    tracing::error!(
+                        segment = %path.display(),
+                        offset = range.start,
+                        bytes = range.len(),
+                        quarantine = %saved.display(),
+                        "damaged bytes in the journal were set aside; the records around them are kept"
+                    );
+                    report.quarantined.push(saved);
+                }
+            }
+        }
+        if kept.is_empty() {
+            fs::remove_file(&path)?;
+        } else {
+            if kept.len() != data.len() {
+                rewrite(&path, &kept)?;
+            }
+            report.segments.insert(id, kept.len() as u64);
+        }
+    }
+    sync_dir(dir)?;
+    Ok(report)
+}
+
+/// Segment ids in the directory, ascending.
+fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(id) = name.strip_suffix(".log").and_then(|stem| stem.parse().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Replaces the segment at `path` with `data`, atomically.
+fn rewrite(path: &Path, data: &[u8]) -> io::Result<()> {
+    let temporary = path.with_extension("rewrite");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)
+}

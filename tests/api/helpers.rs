@@ -1,0 +1,366 @@
+//! The test harness: an isolated app per test, a cuttable TCP proxy, and waiting with deadlines.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use event_ingest::config::Settings;
+use event_ingest::startup::Application;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// A port where nothing listens.
+pub const DEAD_REDIS_URL: &str = "redis://127.0.0.1:9";
+
+/// The server's address, without a database: tests add their own.
+pub fn server_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// Items the test catalogue always holds: (asin, category, brand).
+pub const ITEMS: [(&str, &str, &str); 4] = [
+    ("B0TESTPHON", "Cell Phones & Accessories", "Apple"),
+    ("B0TESTCASE", "Cell Phones & Accessories", "Spigen"),
+    ("B0TESTBOOK", "Books", "Penguin"),
+    ("B0TESTLEGO", "Toys & Games", "LEGO"),
+];
+/// An item with no product row: no category, no brand.
+pub const BARE_ITEM: &str = "B0TESTBARE";
+
+/// A database of its own, dropped (with its connections) when this is dropped.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub fn new() -> Self {
+        let name = format!("ei_test_{}", Uuid::new_v4().simple());
+        let url = format!("{}/{name}", server_url());
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside a runtime: do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(pool) =
+                    event_ingest::db::connect(&format!("{}/postgres", server_url()), 1).await
+                {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A unique Redis key prefix, whose keys are deleted when this is dropped.
+pub struct RedisPrefix(pub String);
+
+impl RedisPrefix {
+    fn new() -> Self {
+        Self(format!("test:{}:", Uuid::new_v4().simple()))
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.0);
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(REDIS_URL) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub prefix: String,
+    pub settings: Settings,
+    // Dropping the sender starts the app's graceful shutdown.
+    _stop: oneshot::Sender<()>,
+    // Dropped last, in this order: the journal directory, the Redis keys, the database.
+    _journal: tempfile::TempDir,
+    _redis: RedisPrefix,
+    _database: TestDatabase,
+}
+
+/// Settings for a test: a free port, its own database, prefix and journal, short batching.
+pub fn test_settings(
+    database: &TestDatabase,
+    prefix: &RedisPrefix,
+    journal: &tempfile::TempDir,
+) -> Settings {
+    let mut settings = Settings::default();
+    settings.database.database_url = database.url.clone();
+    settings.redis_url = REDIS_URL.to_owned();
+    settings.redis_key_prefix = prefix.0.clone();
+    settings.journal_dir = journal.path().to_path_buf();
+    settings.port = 0;
+    settings.batch_interval_ms = 10;
+    settings.retry_base_ms = 20;
+    settings.retry_parked_ms = 200;
+    settings.shutdown_timeout_secs = 10;
+    settings
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts the app with the test settings, adjusted by `adjust`, and a small catalogue.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let database = TestDatabase::new();
+        let redis = RedisPrefix::new();
+        let journal = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(&database, &redis, &journal);
+        adjust(&mut settings);
+        // Seed through a direct connection, whatever the app's own URL (a proxy, say).
+        let pool = event_ingest::db::prepare(&database.url, 4)
+            .await
+            .expect("test database");
+        seed_catalogue(&pool).await;
+        let app = Application::build(settings.clone())
+            .await
+            .expect("the app builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            http: reqwest::Client::new(),
+            pool,
+            prefix: redis.0.clone(),
+            settings,
+            _stop: stop,
+            _journal: journal,
+            _redis: redis,
+            _database: database,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("the request is sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.address)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_event(&self, user_id: i64, asin: &str, event_type: &str) -> u16 {
+        let body = json!({"user_id": user_id, "asin": asin, "event_type": event_type});
+        self.post("/api/event", &body).await.0
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    pub fn key(&self, user_id: i64, name: &str) -> String {
+        format!("{}user:{user_id}:{name}", self.prefix)
+    }
+
+    /// Every key this test's app has written to Redis.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let mut redis = self.redis().await;
+        let mut keys: Vec<String> = redis.keys(format!("{}*", self.prefix)).await.unwrap();
+        keys.sort();
+        keys
+    }
+
+    /// Waits until `interaction_logs` holds `n` rows; panics after 20 s.
+    pub async fn wait_for_rows(&self, n: i64) {
+        let pool = self.pool.clone();
+        eventually(format!("{n} rows in interaction_logs"), || {
+            let pool = pool.clone();
+            async move {
+                let count: i64 = sqlx::query_scalar("SELECT count(*) FROM interaction_logs")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(-1);
+                count == n
+            }
+        })
+        .await;
+    }
+}
+
+async fn seed_catalogue(pool: &PgPool) {
+    for (asin, category, brand) in ITEMS {
+        sqlx::query("INSERT INTO items (asin) VALUES ($1)")
+            .bind(asin)
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO products (asin, title, main_category, raw_metadata) VALUES ($1, $1, $2, $3)")
+            .bind(asin)
+            .bind(category)
+            .bind(json!({"brand": brand}))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO items (asin) VALUES ($1)")
+        .bind(BARE_ITEM)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Polls `condition` every 20 ms until it holds; panics after 20 s, naming what it waited for.
+pub async fn eventually<F, Fut>(what: impl std::fmt::Display, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy in front of a real server that a test can cut and restore, to break one
+/// dependency without disturbing the server other tests share.
+pub struct Proxy {
+    pub address: SocketAddr,
+    cut: Arc<AtomicBool>,
+    cut_now: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let cut_now = Arc::new(Notify::new());
+        let task = tokio::spawn({
+            let cut = cut.clone();
+            let cut_now = cut_now.clone();
+            async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if cut.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    let cut_now = cut_now.clone();
+                    tokio::spawn(async move {
+                        let Ok(server) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let (mut client, mut server) = (client, server);
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            () = cut_now.notified() => {}
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            address,
+            cut,
+            cut_now,
+            task,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.cut_now.notify_waiters();
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The local PostgreSQL server's address.
+pub fn postgres_address() -> SocketAddr {
+    "127.0.0.1:5432".parse().unwrap()
+}
+
+/// `url` (of the local PostgreSQL server) rewritten to go through `proxy`.
+pub fn through(proxy: &Proxy, url: &str) -> String {
+    url.replace("127.0.0.1:5432", &proxy.address.to_string())
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real service on a free port, against the real Redis and PostgreSQL.
+//! Every test has its own database, Redis key prefix and journal directory.
+
+mod context;
+mod faults;
+mod helpers;
+mod ingest;
+mod shutdown;
+mod validation;
+mod verify;

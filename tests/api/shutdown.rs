@@ -1,0 +1,78 @@
+//! Stopping the real binary with SIGTERM while events wait to be written.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{ITEMS, REDIS_URL, TestDatabase, eventually};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_backlog_exits_only_after_storing_every_accepted_event() {
+    let database = TestDatabase::new();
+    let journal = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+        .arg("serve")
+        .env("DATABASE_URL", &database.url)
+        .env("REDIS_URL", REDIS_URL)
+        .env("REDIS_KEY_PREFIX", format!("test:{}:", database.name))
+        .env("JOURNAL_DIR", journal.path())
+        .env("PORT", port.to_string())
+        // Batches that would wait a minute to fill: the events sit in the journal until SIGTERM.
+        .env("BATCH_SIZE", "50000")
+        .env("BATCH_INTERVAL_MS", "60000")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the service to listen", || async {
+        http.get(format!("{base}/health/live")).send().await.is_ok()
+    })
+    .await;
+
+    let posts = (0..200).map(|i| {
+        let http = http.clone();
+        let url = format!("{base}/api/event");
+        async move {
+            let body = json!({"user_id": 1 + i % 7, "asin": ITEMS[i as usize % 4].0, "event_type": "view"});
+            http.post(url).json(&body).send().await.unwrap().status().as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(posts).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+
+    let pool = event_ingest::db::connect(&database.url, 1).await.unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM interaction_logs")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        count().await,
+        0,
+        "the backlog is still waiting when SIGTERM comes"
+    );
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(count().await, 200);
+}

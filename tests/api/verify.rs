@@ -1,0 +1,27 @@
+//! The `verify` command (the seed's test script) against a live service.
+
+use std::process::ExitCode;
+
+use event_ingest::config::DatabaseArgs;
+use event_ingest::verify::{self, VerifyArgs};
+
+use crate::helpers::{REDIS_URL, TestApp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_against_a_healthy_service() {
+    let app = TestApp::spawn().await;
+    event_ingest::seed_catalog::seed(&app.pool, 50, 10, 7)
+        .await
+        .unwrap();
+    let args = VerifyArgs {
+        url: app.address.clone(),
+        database: DatabaseArgs {
+            database_url: app.settings.database.database_url.clone(),
+        },
+        redis_url: REDIS_URL.to_owned(),
+        redis_key_prefix: app.prefix.clone(),
+        context_ttl_secs: 900,
+        timeout_secs: 20,
+    };
+    assert_eq!(verify::run(&args).await.unwrap(), ExitCode::SUCCESS);
+}
