@@ -42,7 +42,8 @@ pub enum SyncPolicy {
 #[derive(Debug, Clone)]
 pub struct JournalConfig {
     pub dir: PathBuf,
-    /// Bytes on disk, unwritten records and records in flight, beyond which appends are refused.
+    /// Bytes of unreleased records and appends in flight beyond which appends are refused. The
+    /// disk holds at most one segment more: released records until their segment is finished.
     pub max_bytes: u64,
     /// Size at which a segment is closed and the next one begun.
     pub segment_bytes: u64,
@@ -70,7 +71,7 @@ pub enum AppendError {
 struct Shared {
     dir: PathBuf,
     limit: u64,
-    /// Bytes of live segments plus bytes reserved by appends in flight.
+    /// Bytes appended and not yet released, plus bytes reserved by appends in flight.
     used: AtomicU64,
     /// Live segments and their durable sizes.
     segments: Mutex<BTreeMap<u64, u64>>,
@@ -203,7 +204,7 @@ impl Journal {
             .map_err(|used| AppendError::Full { used, limit })
     }
 
-    /// Bytes in use: live segments and appends in flight.
+    /// Bytes in use: records not yet released and appends in flight.
     pub fn used_bytes(&self) -> u64 {
         self.shared.used.load(Ordering::Acquire)
     }

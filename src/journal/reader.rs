@@ -26,18 +26,22 @@ pub struct JournalReader {
     shared: Arc<Shared>,
     durable: watch::Receiver<Position>,
     at: Position,
+    /// Everything before this is stored for good.
+    released: Position,
     file: Option<(u64, File)>,
 }
 
 impl JournalReader {
     pub(super) fn new(shared: Arc<Shared>, durable: watch::Receiver<Position>, first: u64) -> Self {
+        let start = Position {
+            segment: first,
+            offset: 0,
+        };
         Self {
             shared,
             durable,
-            at: Position {
-                segment: first,
-                offset: 0,
-            },
+            at: start,
+            released: start,
             file: None,
         }
     }
@@ -102,32 +106,50 @@ impl JournalReader {
         Ok(records)
     }
 
-    /// Marks everything before `upto` as stored for good, deleting the segments it covers.
+    /// Marks everything before `upto` as stored for good: its bytes no longer count against the
+    /// journal's limit, and the segments it covers entirely are deleted.
     pub fn release(&mut self, upto: Position) -> io::Result<()> {
+        if upto <= self.released {
+            return Ok(());
+        }
         let durable_segment = self.durable.borrow().segment;
         let mut segments = self.shared.segments.lock().unwrap();
-        let done: Vec<(u64, u64)> = segments
+        let freed: u64 = segments
+            .range(self.released.segment..=upto.segment)
+            .map(|(&id, &len)| {
+                let start = if id == self.released.segment {
+                    self.released.offset
+                } else {
+                    0
+                };
+                let end = if id == upto.segment { upto.offset } else { len };
+                end.saturating_sub(start)
+            })
+            .sum();
+        self.shared.used.fetch_sub(freed, Ordering::AcqRel);
+        self.released = upto;
+
+        let finished: Vec<u64> = segments
             .iter()
-            .map(|(&id, &len)| (id, len))
-            .take_while(|&(id, len)| {
+            .take_while(|&(&id, &len)| {
                 id < upto.segment
                     || (id == upto.segment && id < durable_segment && upto.offset >= len)
             })
+            .map(|(&id, _)| id)
             .collect();
-        for &(id, len) in &done {
+        for &id in &finished {
             match fs::remove_file(self.shared.segment_path(id)) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => return Err(error),
             }
             segments.remove(&id);
-            self.shared.used.fetch_sub(len, Ordering::AcqRel);
             if self.file.as_ref().is_some_and(|(open, _)| *open == id) {
                 self.file = None;
             }
         }
         drop(segments);
-        if !done.is_empty() {
+        if !finished.is_empty() {
             sync_dir(&self.shared.dir)?;
         }
         Ok(())

@@ -107,6 +107,22 @@ async fn a_full_journal_refuses_without_writing() {
 }
 
 #[tokio::test]
+async fn released_bytes_are_free_again_even_inside_the_open_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_bytes = 100;
+    cfg.segment_bytes = 1 << 20;
+    let (journal, mut reader, _) = Journal::open(cfg).unwrap();
+    for round in 0..10u8 {
+        append(&journal, &[&[round; 60]]).await;
+        let records = read_all(&mut reader);
+        assert_eq!(payloads(&records), vec![vec![round; 60]]);
+        reader.release(records[0].end).unwrap();
+        assert_eq!(journal.used_bytes(), 0);
+    }
+}
+
+#[tokio::test]
 async fn the_interval_policy_acknowledges_and_flushes() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{DEAD_REDIS_URL, ITEMS, Proxy, TestApp, postgres_address, through};
+use crate::helpers::{
+    DEAD_REDIS_URL, ITEMS, Proxy, TestApp, eventually, postgres_address, redis_address, through,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_unreachable_events_still_get_200_and_reach_postgres() {
@@ -95,4 +97,127 @@ async fn a_failed_catalogue_lookup_still_gives_an_enriched_row() {
         .await
         .unwrap();
     assert_eq!(metadata, json!({"category": category, "brand": brand}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_answers_503_with_retry_after_and_keeps_what_it_accepted() {
+    let proxy = Proxy::start(postgres_address()).await;
+    let app = TestApp::spawn_with(|s| {
+        s.database.database_url = through(&proxy, &s.database.database_url);
+        s.journal_max_bytes = 4096;
+    })
+    .await;
+    // Warm the catalogue cache, then stop the writer's progress.
+    assert_eq!(app.post_event(51, ITEMS[0].0, "view").await, 200);
+    app.wait_for_rows(1).await;
+    proxy.cut();
+
+    let mut accepted = 1;
+    let mut refused = None;
+    for i in 0..200 {
+        let body =
+            json!({"user_id": 51, "asin": ITEMS[0].0, "event_type": "click", "metadata": {"i": i}});
+        let response = app
+            .post_raw(
+                "/api/event",
+                Some("application/json"),
+                body.to_string().into_bytes(),
+            )
+            .await;
+        match response.status().as_u16() {
+            200 => accepted += 1,
+            503 => {
+                refused = Some(response);
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let refused = refused.expect("the journal filled up");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "overloaded");
+    assert!(
+        accepted > 5,
+        "a 4 KiB journal holds more than a few events ({accepted})"
+    );
+
+    proxy.restore();
+    app.wait_for_rows(accepted).await;
+    eventually("the journal to have room again", || async {
+        app.post_event(51, ITEMS[0].0, "purchase").await == 200
+    })
+    .await;
+    app.wait_for_rows(accepted + 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_item_comes_from_the_cache_while_postgres_is_down() {
+    let proxy = Proxy::start(postgres_address()).await;
+    let app = TestApp::spawn_with(|s| {
+        s.database.database_url = through(&proxy, &s.database.database_url)
+    })
+    .await;
+    let (asin, category, _) = ITEMS[3];
+    assert_eq!(app.post_event(61, asin, "view").await, 200);
+    proxy.cut();
+    assert_eq!(app.post_event(61, asin, "click").await, 200);
+    let context = app.get("/api/users/61/context").await.1;
+    assert_eq!(
+        context["recent_categories"],
+        json!({ category: 2 }),
+        "the category came from the cache"
+    );
+    proxy.restore();
+    app.wait_for_rows(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_after_an_outage_is_used_again_without_a_restart() {
+    let proxy = Proxy::start(redis_address()).await;
+    let app = TestApp::spawn_with(|s| s.redis_url = format!("redis://{}", proxy.address)).await;
+    assert_eq!(app.post_event(71, ITEMS[0].0, "view").await, 200);
+    proxy.cut();
+    assert_eq!(app.post_event(71, ITEMS[1].0, "view").await, 200);
+    proxy.restore();
+    eventually("the context to be updated again", || async {
+        app.post_event(71, ITEMS[2].0, "view").await;
+        app.get("/api/users/71/context").await.0 == 200
+    })
+    .await;
+    let context = app.get("/api/users/71/context").await.1;
+    let recent = context["recent_items"].as_array().unwrap();
+    assert_eq!(recent[0], ITEMS[2].0);
+    assert!(
+        !recent.contains(&json!(ITEMS[1].0)),
+        "the event during the outage skipped Redis"
+    );
+    app.wait_for_rows(2 + recent.len() as i64 - 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_accepts_but_never_answers_costs_only_the_timeout() {
+    // A listener that takes connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let app = TestApp::spawn_with(|s| s.redis_url = format!("redis://{address}")).await;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let body = json!({"user_id": 81, "asin": ITEMS[0].0, "event_type": "view"});
+    let response = http
+        .post(format!("{}/api/event", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.wait_for_rows(1).await;
 }

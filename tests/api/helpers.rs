@@ -360,6 +360,11 @@ pub fn postgres_address() -> SocketAddr {
     "127.0.0.1:5432".parse().unwrap()
 }
 
+/// The local Redis server's address.
+pub fn redis_address() -> SocketAddr {
+    "127.0.0.1:6379".parse().unwrap()
+}
+
 /// `url` (of the local PostgreSQL server) rewritten to go through `proxy`.
 pub fn through(proxy: &Proxy, url: &str) -> String {
     url.replace("127.0.0.1:5432", &proxy.address.to_string())

@@ -76,3 +76,27 @@ async fn sigterm_with_a_backlog_exits_only_after_storing_every_accepted_event() 
     assert!(status.success(), "exit status {status}");
     assert_eq!(count().await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_at_start_up_is_one_clear_error_line_and_exit_code_1() {
+    let journal = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+        .arg("serve")
+        .env("DATABASE_URL", "postgres://app:secret@127.0.0.1:9/events")
+        .env("JOURNAL_DIR", journal.path())
+        .env("PORT", free_port().to_string())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with(
+            "error: PostgreSQL at postgres://app:***@127.0.0.1:9/events is unreachable"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "the password is never shown");
+}
