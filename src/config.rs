@@ -10,6 +10,7 @@ use crate::catalogue::CatalogueConfig;
 use crate::context::ContextConfig;
 use crate::event::MetadataLimits;
 use crate::journal::{JournalConfig, SyncPolicy};
+use crate::rerank::{RerankConfig, RuleConfig};
 use crate::retry::RetryPolicy;
 use crate::writer::WriterConfig;
 
@@ -150,6 +151,22 @@ pub struct Settings {
     #[arg(long, env = "MAX_METADATA_KEYS", default_value_t = 128)]
     pub max_metadata_keys: usize,
 
+    /// Re-ranking: apply the intent boost (items of the categories the user browses gain).
+    #[arg(long, env = "RERANK_INTENT_BOOST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rerank_intent_boost: bool,
+
+    /// Re-ranking: score an item gains × its category's share of recent interactions.
+    #[arg(long, env = "RERANK_INTENT_BOOST_WEIGHT", default_value_t = 0.3, value_parser = weight)]
+    pub rerank_intent_boost_weight: f64,
+
+    /// Re-ranking: apply the recent penalty (items just interacted with lose).
+    #[arg(long, env = "RERANK_RECENT_PENALTY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rerank_recent_penalty: bool,
+
+    /// Re-ranking: score the most recent item loses; older ones lose less.
+    #[arg(long, env = "RERANK_RECENT_PENALTY_WEIGHT", default_value_t = 0.5, value_parser = weight)]
+    pub rerank_recent_penalty_weight: f64,
+
     /// PostgreSQL connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
@@ -213,8 +230,33 @@ impl Settings {
         }
     }
 
+    pub fn rerank(&self) -> RerankConfig {
+        RerankConfig {
+            intent_boost: RuleConfig {
+                enabled: self.rerank_intent_boost,
+                weight: self.rerank_intent_boost_weight,
+            },
+            recent_penalty: RuleConfig {
+                enabled: self.rerank_recent_penalty,
+                weight: self.rerank_recent_penalty_weight,
+            },
+        }
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+/// A rule weight: a finite number from 0 to 1000, so that adjusted scores stay finite.
+fn weight(text: &str) -> Result<f64, String> {
+    let weight: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1000.0).contains(&weight) {
+        Ok(weight)
+    } else {
+        Err("a weight must be from 0 to 1000".to_owned())
     }
 }
 

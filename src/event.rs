@@ -27,7 +27,7 @@ pub struct InvalidEvent {
 }
 
 impl InvalidEvent {
-    fn missing(field: &'static str) -> Self {
+    pub(crate) fn missing(field: &'static str) -> Self {
         Self {
             code: "missing_field",
             field,
@@ -35,7 +35,7 @@ impl InvalidEvent {
         }
     }
 
-    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self {
             code: "invalid_field",
             field,
@@ -69,7 +69,7 @@ impl UserId {
         )
     }
 
-    fn from_json(value: Option<&Value>) -> Result<Self, InvalidEvent> {
+    pub(crate) fn from_json(value: Option<&Value>) -> Result<Self, InvalidEvent> {
         match value {
             None | Some(Value::Null) => Err(InvalidEvent::missing("user_id")),
             Some(Value::Number(n)) => n.as_i64().ok_or_else(Self::rule).and_then(Self::new),
@@ -139,7 +139,7 @@ impl Asin {
         &self.0
     }
 
-    fn from_json(value: Option<&Value>) -> Result<Self, InvalidEvent> {
+    pub(crate) fn from_json(value: Option<&Value>) -> Result<Self, InvalidEvent> {
         match value {
             None | Some(Value::Null) => Err(InvalidEvent::missing("asin")),
             Some(Value::String(s)) => Self::new(s.clone()),
@@ -484,7 +484,7 @@ impl From<serde_json::Error> for ParseError {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -11,6 +11,7 @@ pub mod db;
 pub mod event;
 pub mod ingest;
 pub mod journal;
+pub mod rerank;
 pub mod retry;
 pub mod seed_catalog;
 pub mod startup;

@@ -1,6 +1,7 @@
 //! Building the application from its settings, running it, and stopping it without losing events.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -12,6 +13,7 @@ use crate::config::Settings;
 use crate::context::ContextStore;
 use crate::ingest::Ingest;
 use crate::journal::Journal;
+use crate::rerank::ReRankingService;
 use crate::writer::{self, WriterHandle};
 use crate::{db, telemetry};
 
@@ -56,14 +58,17 @@ impl Application {
         }
 
         let writer = writer::start(pool.clone(), journal.clone(), reader, settings.writer());
+        let catalogue = Catalogue::new(pool.clone(), settings.catalogue());
+        let rerank = ReRankingService::new(context.clone(), catalogue.clone(), &settings.rerank());
         let ingest = Ingest {
-            catalogue: Catalogue::new(pool.clone(), settings.catalogue()),
+            catalogue,
             context,
             journal: journal.clone(),
             unknown_items: settings.unknown_items,
         };
         let state = AppState {
             ingest,
+            rerank: Arc::new(rerank),
             pool,
             limits: Limits {
                 max_body_bytes: settings.max_body_bytes,

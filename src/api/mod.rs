@@ -4,8 +4,10 @@ mod body;
 pub mod error;
 mod events;
 mod health;
+mod rerank;
 mod users;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::event::MetadataLimits;
 use crate::ingest::Ingest;
+use crate::rerank::ReRankingService;
 use crate::telemetry;
 pub use error::ApiError;
 
@@ -32,6 +35,7 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub ingest: Ingest,
+    pub rerank: Arc<ReRankingService>,
     pub pool: PgPool,
     pub limits: Limits,
 }
@@ -42,6 +46,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/event", post(events::log_event))
         .route("/api/events", post(events::log_events))
+        .route("/api/rerank", post(rerank::rerank))
         .route("/api/users/{user_id}/context", get(users::context))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

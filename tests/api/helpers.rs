@@ -26,11 +26,12 @@ pub fn server_url() -> String {
 }
 
 /// Items the test catalogue always holds: (asin, category, brand).
-pub const ITEMS: [(&str, &str, &str); 4] = [
+pub const ITEMS: [(&str, &str, &str); 5] = [
     ("B0TESTPHON", "Cell Phones & Accessories", "Apple"),
     ("B0TESTCASE", "Cell Phones & Accessories", "Spigen"),
     ("B0TESTBOOK", "Books", "Penguin"),
     ("B0TESTLEGO", "Toys & Games", "LEGO"),
+    ("B0TESTCHRG", "Cell Phones & Accessories", "Anker"),
 ];
 /// An item with no product row: no category, no brand.
 pub const BARE_ITEM: &str = "B0TESTBARE";

@@ -5,6 +5,7 @@ mod context;
 mod faults;
 mod helpers;
 mod ingest;
+mod rerank;
 mod shutdown;
 mod validation;
 mod verify;

@@ -44,7 +44,7 @@ async fn sigterm_with_a_backlog_exits_only_after_storing_every_accepted_event() 
         let http = http.clone();
         let url = format!("{base}/api/event");
         async move {
-            let body = json!({"user_id": 1 + i % 7, "asin": ITEMS[i as usize % 4].0, "event_type": "view"});
+            let body = json!({"user_id": 1 + i % 7, "asin": ITEMS[i as usize % ITEMS.len()].0, "event_type": "view"});
             http.post(url).json(&body).send().await.unwrap().status().as_u16()
         }
     });
