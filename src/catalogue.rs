@@ -14,6 +14,7 @@ use moka::future::Cache;
 use sqlx::PgPool;
 
 use crate::event::Asin;
+use crate::telemetry::Throttle;
 
 /// What the catalogue says about an item.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,6 +75,9 @@ impl Expiry<Asin, Entry> for EntryExpiry {
     }
 }
 
+/// Lookups fail together when PostgreSQL is down: one warning a second is enough.
+static WARNING: Throttle = Throttle::new();
+
 const LOOKUP_SQL: &str = "SELECT asin, category, brand FROM item_catalogue WHERE asin = ANY($1)";
 
 impl Catalogue {
@@ -102,7 +106,9 @@ impl Catalogue {
             Ok(Some(info)) => Lookup::Known(info),
             Ok(None) => Lookup::Unknown,
             Err(error) => {
-                tracing::warn!(%asin, %error, "catalogue lookup failed; going on without a category");
+                if let Some(suppressed) = WARNING.allow() {
+                    tracing::warn!(%asin, %error, suppressed, "catalogue lookup failed; going on without a category");
+                }
                 metrics::counter!("catalogue_lookup_failures_total").increment(1);
                 Lookup::Unavailable
             }
@@ -137,7 +143,9 @@ impl Catalogue {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, items = missing.len(), "catalogue lookup failed");
+                if let Some(suppressed) = WARNING.allow() {
+                    tracing::warn!(%error, items = missing.len(), suppressed, "catalogue lookup failed");
+                }
                 metrics::counter!("catalogue_lookup_failures_total").increment(1);
                 for asin in missing {
                     found.insert(asin, Lookup::Unavailable);

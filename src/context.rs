@@ -16,7 +16,9 @@
 //! the caller decides what a failure means (for ingestion: a warning and a 200).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::SecondsFormat;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -39,6 +41,8 @@ pub struct ContextConfig {
 pub enum ContextError {
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("Redis failed less than {BREAKER_COOLDOWN:?} ago; not tried")]
+    RecentlyFailed,
     #[error("Redis failed: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -59,6 +63,10 @@ impl UserContext {
         self.recent_items.is_empty() && self.recent_categories.is_empty()
     }
 }
+
+/// After a failure, calls fail at once for this long, so that an outage costs a request nothing
+/// instead of the timeout; then calls try again.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 
 /// Most event ids remembered per user for deduplication.
 const EVENT_IDS_CAP: usize = 1000;
@@ -108,6 +116,8 @@ pub struct ContextStore {
     connection: ConnectionManager,
     config: ContextConfig,
     script: Script,
+    /// Until when (ms since the Unix epoch) calls fail without trying: see [`BREAKER_COOLDOWN`].
+    failing_until: Arc<AtomicU64>,
 }
 
 impl ContextStore {
@@ -124,6 +134,7 @@ impl ContextStore {
             connection,
             config,
             script: Script::new(RECORD_SCRIPT),
+            failing_until: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -205,6 +216,11 @@ impl ContextStore {
         operation: &'static str,
         request: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ContextError> {
+        if now_ms() < self.failing_until.load(Ordering::Relaxed) {
+            metrics::counter!("redis_failures_total", "operation" => operation, "reason" => "recently_failed")
+                .increment(1);
+            return Err(ContextError::RecentlyFailed);
+        }
         let started = Instant::now();
         let outcome = match tokio::time::timeout(self.config.timeout, request).await {
             Ok(Ok(value)) => Ok(value),
@@ -213,9 +229,24 @@ impl ContextStore {
         };
         metrics::histogram!("redis_latency_seconds", "operation" => operation)
             .record(started.elapsed().as_secs_f64());
-        if outcome.is_err() {
-            metrics::counter!("redis_failures_total", "operation" => operation).increment(1);
+        if let Err(error) = &outcome {
+            let reason = match error {
+                ContextError::Timeout(_) => "timeout",
+                _ => "error",
+            };
+            metrics::counter!("redis_failures_total", "operation" => operation, "reason" => reason)
+                .increment(1);
+            self.failing_until.store(
+                now_ms() + BREAKER_COOLDOWN.as_millis() as u64,
+                Ordering::Relaxed,
+            );
         }
         outcome
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -13,6 +13,7 @@ use crate::config::UnknownItems;
 use crate::context::{ContextStore, ContextUpdate};
 use crate::event::{Asin, Event};
 use crate::journal::{AppendError, Journal};
+use crate::telemetry::Throttle;
 
 #[derive(Clone)]
 pub struct Ingest {
@@ -84,7 +85,10 @@ impl Ingest {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, events = accepted.len(), "Redis context not updated; the events are stored anyway");
+                static WARNING: Throttle = Throttle::new();
+                if let Some(suppressed) = WARNING.allow() {
+                    tracing::warn!(%error, events = accepted.len(), suppressed, "Redis context not updated; the events are stored anyway");
+                }
             }
         }
         for (event, _) in &accepted {

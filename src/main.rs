@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+/// mimalloc: the service allocates small, short-lived buffers on every thread; glibc's malloc
+/// spent about 12% of the service's CPU under load (bench/README.md has the profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use event_ingest::cli::Cli;
 use event_ingest::telemetry;

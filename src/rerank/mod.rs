@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::catalogue::{Catalogue, Lookup};
 use crate::context::{ContextStore, UserContext};
 use crate::event::{Asin, UserId};
+use crate::telemetry::Throttle;
 pub use rules::{Candidate, IntentBoost, RecentPenalty, Rule, Signals};
 
 /// Most candidates in one request.
@@ -118,7 +119,10 @@ impl ReRankingService {
             Ok(context) if !context.is_empty() => context,
             Ok(_) => return unchanged(ranked_items, "no_recent_activity"),
             Err(error) => {
-                tracing::warn!(%error, %user_id, "no context for re-ranking; the input order stands");
+                static WARNING: Throttle = Throttle::new();
+                if let Some(suppressed) = WARNING.allow() {
+                    tracing::warn!(%error, %user_id, suppressed, "no context for re-ranking; the input order stands");
+                }
                 return unchanged(ranked_items, "redis_unavailable");
             }
         };

@@ -1,0 +1,102 @@
+"""Prints bench/run's results as a table, with the targets of issue 5 where they apply."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+
+def load(path):
+    results = {}
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            results[row["name"]] = row
+    return results
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cores} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def verdict(ok):
+    return "met" if ok else "NOT met"
+
+
+def main():
+    results = load(sys.argv[1])
+    binary = sys.argv[2]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print()
+    print(f"machine: {machine()}; commit {commit}; binary {binary}")
+    print("generator, service, Redis and PostgreSQL all on this machine")
+    print()
+    print(f"| {'measure':<58} | {'result':<34} | {'target':<16} | {'':<7} |")
+    print(f"| {'-' * 58} | {'-' * 34} | {'-' * 16} | {'-' * 7} |")
+
+    def row(name, result, target="", ok=None):
+        mark = "" if ok is None else verdict(ok)
+        print(f"| {name:<58} | {result:<34} | {target:<16} | {mark:<7} |")
+
+    def statuses(r):
+        others = {k: v for k, v in r["statuses"].items() if k != "200"}
+        return f", non-200: {others}" if others else ""
+
+    if "a" in results:
+        a = results["a"]
+        row("(a) POST /api/event, closed loop, 64 connections",
+            f"{a['requests_per_sec']:,.0f} req/s{statuses(a)}", ">= 20,000/s", a["requests_per_sec"] >= 20000)
+    if "b" in results:
+        b = results["b"]
+        row("(b) latency at 5,000 req/s, open loop: p50 / p99 / p99.9",
+            f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} / {b['p999_ms']:.2f} ms", "p99 <= 5 ms", b["p99_ms"] <= 5)
+        row("    (b) achieved rate", f"{b['requests_per_sec']:,.0f} req/s{statuses(b)}")
+    if "c" in results:
+        c = results["c"]
+        row("(c) POST /api/events, batches of 100, 16 connections",
+            f"{c['events_per_sec']:,.0f} events/s{statuses(c)}", ">= 50,000/s", c["events_per_sec"] >= 50000)
+    if "d" in results:
+        d = results["d"]
+        writer = d["events"] / d["writer_seconds"]
+        copy = d["events"] / d["copy_seconds"]
+        row(f"(d) writer draining {d['events']:,} events (start to empty)",
+            f"{writer:,.0f} rows/s ({d['writer_seconds']:.1f} s)")
+        row("    plain COPY of the same rows with psql", f"{copy:,.0f} rows/s ({d['copy_seconds']:.1f} s)")
+        row("    writer / COPY", f"{writer / copy:.0%}", ">= 70%", writer / copy >= 0.7)
+        row("    rows stored by the writer", f"{d['stored']:,} of {d['events']:,}", "all", d["stored"] == d["events"])
+    if "e" in results:
+        e = results["e"]
+        row("(e) Redis ceiling: same script call per event, 64 tasks",
+            f"{e['events_per_sec']:,.0f} events/s")
+        if "a" in results:
+            row("    (a) / (e)", f"{results['a']['requests_per_sec'] / e['events_per_sec']:.0%}")
+    if "f" in results:
+        f = results["f"]
+        row("(f) peak RSS of the service under (a)", f"{f['peak_rss_mb']:.1f} MB", "<= 150 MB", f["peak_rss_mb"] <= 150)
+    if "g" in results:
+        g = results["g"]
+        row("(g) acknowledged events / rows stored",
+            f"{g['acknowledged']:,} / {g['stored']:,}", "equal", g["acknowledged"] == g["stored"])
+    for mode in ["always", "interval", "tmpfs"]:
+        a, b = results.get(f"journal-{mode}-a"), results.get(f"journal-{mode}-b")
+        if a and b:
+            row(f"journal {mode}: max throughput; p99 at 5,000/s",
+                f"{a['requests_per_sec']:,.0f} req/s; p99 {b['p99_ms']:.2f} ms")
+    for n in ["100", "1000"]:
+        r = results.get(f"rerank-{n}")
+        if r:
+            row(f"re-rank of {n} candidates, 4 connections: p50 / p99",
+                f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms ({r['requests_per_sec']:,.0f}/s)")
+
+
+if __name__ == "__main__":
+    main()
