@@ -46,6 +46,9 @@ pub struct HttpArgs {
     /// PostgreSQL URL to read the catalogue's ASINs from.
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
+    /// Append the event id of every event answered 200 to this file (one per line).
+    #[arg(long)]
+    acked_file: Option<std::path::PathBuf>,
 }
 
 struct Plan {
@@ -72,16 +75,18 @@ impl Plan {
         }
     }
 
-    fn request(&self, rng: &mut SmallRng) -> Request<Full<Bytes>> {
+    /// The next request, and the ids of the events it carries.
+    fn request(&self, rng: &mut SmallRng) -> (Request<Full<Bytes>>, Vec<String>) {
+        let mut ids = Vec::new();
+        let mut event = |rng: &mut SmallRng| {
+            let event = random_event(rng, self.args.users, &self.asins);
+            ids.push(event["event_id"].as_str().unwrap_or_default().to_owned());
+            event
+        };
         let (path, body) = match self.args.body.as_str() {
-            "event" => (
-                "/api/event",
-                random_event(rng, self.args.users, &self.asins),
-            ),
+            "event" => ("/api/event", event(rng)),
             "batch" => {
-                let events: Vec<_> = (0..self.args.batch_size)
-                    .map(|_| random_event(rng, self.args.users, &self.asins))
-                    .collect();
+                let events: Vec<_> = (0..self.args.batch_size).map(|_| event(rng)).collect();
                 ("/api/events", json!({ "events": events }))
             }
             "rerank" => {
@@ -97,11 +102,12 @@ impl Plan {
             }
             other => panic!("unknown body kind {other}"),
         };
-        Request::post(path)
+        let request = Request::post(path)
             .header("host", &self.args.address)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap()
+            .unwrap();
+        (request, ids)
     }
 
     fn events_per_request(&self) -> u64 {
@@ -118,6 +124,7 @@ struct Tally {
     ok: u64,
     statuses: BTreeMap<u16, u64>,
     failures: u64,
+    acked: Vec<String>,
 }
 
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
@@ -147,8 +154,19 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         histogram.add(h)?;
         tally.ok += t.ok;
         tally.failures += t.failures;
+        tally.acked.extend(t.acked);
         for (status, n) in t.statuses {
             *tally.statuses.entry(status).or_default() += n;
+        }
+    }
+    if let Some(path) = &args.acked_file {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        for id in &tally.acked {
+            writeln!(file, "{id}")?;
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -172,12 +190,21 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(address: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
+/// Connects, retrying until the run's deadline (the service may be restarting).
+async fn connect(plan: &Plan) -> Option<SendRequest<Full<Bytes>>> {
+    while Instant::now() < plan.deadline {
+        if let Ok(stream) = tokio::net::TcpStream::connect(&plan.args.address).await {
+            let _ = stream.set_nodelay(true);
+            if let Ok((sender, connection)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            {
+                tokio::spawn(connection);
+                return Some(sender);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 async fn work(plan: Arc<Plan>, worker: u64) -> anyhow::Result<(Histogram<u64>, Tally)> {
@@ -185,31 +212,52 @@ async fn work(plan: Arc<Plan>, worker: u64) -> anyhow::Result<(Histogram<u64>, T
     let mut rng = SmallRng::seed_from_u64(rand::random::<u64>() ^ worker);
     let mut histogram = Histogram::<u64>::new(3)?;
     let mut tally = Tally::default();
-    let mut sender = connect(&plan.args.address).await?;
+    let Some(mut sender) = connect(&plan).await else {
+        return Ok((histogram, tally));
+    };
     while let Some(due) = plan.next() {
         if let Some(due) = due {
             tokio::time::sleep_until(due.into()).await;
         }
-        let request = plan.request(&mut rng);
+        let (request, ids) = plan.request(&mut rng);
         let sent = due.unwrap_or_else(Instant::now);
-        if sender.ready().await.is_err() {
-            sender = connect(&plan.args.address).await?;
-        }
-        match sender.send_request(request).await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let _ = response.into_body().collect().await;
-                histogram.record(sent.elapsed().as_micros() as u64)?;
-                *tally.statuses.entry(status).or_default() += 1;
-                if status == 200 {
-                    tally.ok += 1;
-                }
+        let answer = match sender.ready().await {
+            Ok(()) => sender.send_request(request).await.ok(),
+            Err(_) => None,
+        };
+        let Some(response) = answer else {
+            tally.failures += 1;
+            match connect(&plan).await {
+                Some(fresh) => sender = fresh,
+                None => break,
             }
-            Err(_) => {
-                tally.failures += 1;
-                sender = connect(&plan.args.address).await?;
+            continue;
+        };
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        histogram.record(sent.elapsed().as_micros() as u64)?;
+        *tally.statuses.entry(status).or_default() += 1;
+        if status == 200 {
+            tally.ok += 1;
+            if plan.args.acked_file.is_some() {
+                tally.acked.extend(accepted_ids(ids, body.ok().as_deref()));
             }
         }
     }
     Ok((histogram, tally))
+}
+
+/// The ids of the events a 200 accepted: all of a single event, the accepted ones of a batch.
+fn accepted_ids(ids: Vec<String>, body: Option<&[u8]>) -> Vec<String> {
+    let Some(results) = body
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v["results"].as_array().cloned())
+    else {
+        return ids;
+    };
+    results
+        .iter()
+        .filter(|r| r["status"] == "accepted")
+        .filter_map(|r| ids.get(r["index"].as_u64()? as usize).cloned())
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! Every test has its own database, Redis key prefix and journal directory.
 
 mod context;
+mod durability;
 mod faults;
 mod helpers;
 mod ingest;
