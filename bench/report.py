@@ -98,6 +98,11 @@ def main():
         if a and b:
             row(f"journal {mode} (median of {len(a)}): (a) req/s; (b) p50/p99",
                 f"{median(a, 'requests_per_sec'):,.0f}; {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} ms")
+    for side in ["before", "after"]:
+        a, b = runs.get(f"{side}-a"), runs.get(f"{side}-b")
+        if a and b:
+            row(f"{side} (median of {len(a)}): (a) req/s; (b) p50/p99",
+                f"{median(a, 'requests_per_sec'):,.0f}; {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} ms")
     for n in ["100", "1000"]:
         r = results.get(f"rerank-{n}")
         if r:
