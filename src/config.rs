@@ -95,6 +95,10 @@ pub struct Settings {
     #[arg(long, env = "BATCH_INTERVAL_MS", default_value_t = 50)]
     pub batch_interval_ms: u64,
 
+    /// Batches written to PostgreSQL at once, each on a connection of its own.
+    #[arg(long, env = "PARALLEL_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub parallel_batches: u64,
+
     /// Directory of the durable journal (created if missing).
     #[arg(long, env = "JOURNAL_DIR", default_value = "data/journal")]
     pub journal_dir: PathBuf,
@@ -213,6 +217,7 @@ impl Settings {
         WriterConfig {
             batch_size: self.batch_size as usize,
             batch_interval: Duration::from_millis(self.batch_interval_ms),
+            parallel_batches: self.parallel_batches as usize,
             retry: RetryPolicy {
                 max_retries: self.max_retries,
                 base_delay: Duration::from_millis(self.retry_base_ms),

@@ -183,6 +183,10 @@ pub async fn seed(pool: &PgPool, items: usize, users: i64, seed: u64) -> anyhow:
         .bind(users)
         .execute(pool)
         .await?;
+    // Fresh statistics, so that queries joining the catalogue are planned for its real size.
+    sqlx::query("ANALYZE users, items, products")
+        .execute(pool)
+        .await?;
     Ok(Seeded {
         items: rows.len(),
         users,

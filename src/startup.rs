@@ -57,8 +57,14 @@ impl Application {
             tracing::warn!(%error, "Redis is unreachable; serving without the realtime context until it is back");
         }
 
-        let writer = writer::start(pool.clone(), journal.clone(), reader, settings.writer());
         let catalogue = Catalogue::new(pool.clone(), settings.catalogue());
+        let writer = writer::start(
+            pool.clone(),
+            catalogue.clone(),
+            journal.clone(),
+            reader,
+            settings.writer(),
+        );
         let rerank = ReRankingService::new(context.clone(), catalogue.clone(), &settings.rerank());
         let ingest = Ingest {
             catalogue,

@@ -1,0 +1,221 @@
+//! One batch into PostgreSQL: the catalogue's category and brand merged into each event's
+//! metadata, the `users` and `items` rows the foreign keys need, and the idempotent insert.
+//!
+//! Enrichment happens here, from the catalogue cache the request path has already filled, rather
+//! than with a join in SQL: on the drain benchmark the join and the "create if missing" statements
+//! cost PostgreSQL more than the insert itself (bench/README.md). Users known to exist are
+//! remembered, and only items the catalogue does not know are created, so in the steady state a
+//! batch is one statement.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::catalogue::{Catalogue, ItemInfo, Lookup};
+use crate::event::{Asin, Event};
+
+/// Users remembered as present in `users`.
+const KNOWN_USERS: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("the catalogue did not answer, so the events cannot be enriched yet")]
+    CatalogueUnavailable,
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+impl BatchError {
+    /// Whether PostgreSQL refused the rows themselves, so that writing them again cannot help:
+    /// SQLSTATE classes 22 (data exception) and 23 (integrity), except a foreign key violation,
+    /// which means a catalogue row vanished and is mended by the next, thorough, attempt.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            BatchError::Sql(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                (code.starts_with("22") || code.starts_with("23")) && code != "23503"
+            }),
+            _ => false,
+        }
+    }
+}
+
+pub struct BatchWriter {
+    pool: PgPool,
+    catalogue: Catalogue,
+    known_users: moka::sync::Cache<i64, ()>,
+}
+
+impl BatchWriter {
+    pub fn new(pool: PgPool, catalogue: Catalogue) -> Self {
+        Self {
+            pool,
+            catalogue,
+            known_users: moka::sync::Cache::new(KNOWN_USERS),
+        }
+    }
+
+    /// Stores `events` in one transaction; returns how many were new. `thorough` (for a retry)
+    /// creates every user and item the batch names instead of trusting what is remembered.
+    pub async fn write(&self, events: &[Event], thorough: bool) -> Result<u64, BatchError> {
+        let asins: Vec<Asin> = events.iter().map(|e| e.asin.clone()).collect();
+        let lookups = self.catalogue.lookup_many(&asins).await;
+        if lookups.values().any(|l| *l == Lookup::Unavailable) {
+            return Err(BatchError::CatalogueUnavailable);
+        }
+
+        let mut users: Vec<i64> = events.iter().map(|e| e.user_id.get()).collect();
+        users.sort_unstable();
+        users.dedup();
+        if !thorough {
+            users.retain(|id| !self.known_users.contains_key(id));
+        }
+        let mut new_items: Vec<&str> = lookups
+            .iter()
+            .filter(|(_, lookup)| thorough || **lookup == Lookup::Unknown)
+            .map(|(asin, _)| asin.as_str())
+            .collect();
+        new_items.sort_unstable();
+
+        let rows = Rows::new(events, &lookups);
+        let mut tx = self.pool.begin().await?;
+        if !users.is_empty() {
+            sqlx::query(
+                "INSERT INTO users (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&users)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !new_items.is_empty() {
+            sqlx::query(
+                "INSERT INTO items (asin) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&new_items)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let stored = sqlx::query(INSERT_EVENTS)
+            .bind(&rows.ids)
+            .bind(&rows.users)
+            .bind(&rows.asins)
+            .bind(&rows.types)
+            .bind(&rows.times)
+            .bind(&rows.metadata)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        for user in users {
+            self.known_users.insert(user, ());
+        }
+        Ok(stored)
+    }
+}
+
+const INSERT_EVENTS: &str = r"
+INSERT INTO interaction_logs (event_id, user_id, asin, event_type, ts, metadata)
+SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::event_type_enum[], $5::timestamp[], $6::jsonb[])
+ON CONFLICT (event_id) DO NOTHING";
+
+/// The batch as columns, for `UNNEST`.
+struct Rows<'a> {
+    ids: Vec<Uuid>,
+    users: Vec<i64>,
+    asins: Vec<&'a str>,
+    types: Vec<&'static str>,
+    times: Vec<NaiveDateTime>,
+    metadata: Vec<Option<Value>>,
+}
+
+impl<'a> Rows<'a> {
+    fn new(events: &'a [Event], lookups: &HashMap<Asin, Lookup>) -> Self {
+        let n = events.len();
+        let mut rows = Rows {
+            ids: Vec::with_capacity(n),
+            users: Vec::with_capacity(n),
+            asins: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        };
+        for event in events {
+            rows.ids.push(event.event_id);
+            rows.users.push(event.user_id.get());
+            rows.asins.push(event.asin.as_str());
+            rows.types.push(event.event_type.as_str());
+            rows.times.push(event.received_at.naive_utc());
+            let info = match lookups.get(&event.asin) {
+                Some(Lookup::Known(info)) => Some(info.as_ref()),
+                _ => None,
+            };
+            rows.metadata.push(enrich(event, info));
+        }
+        rows
+    }
+}
+
+/// The stored metadata: the client's, plus the catalogue's category and brand where known (the
+/// catalogue's win over client fields of the same name). None when there is nothing to store.
+pub fn enrich(event: &Event, info: Option<&ItemInfo>) -> Option<Value> {
+    let mut metadata: Map<String, Value> = match &event.metadata {
+        Some(raw) => serde_json::from_str(raw.as_json()).unwrap_or_default(),
+        None => Map::new(),
+    };
+    if let Some(info) = info {
+        if let Some(category) = &info.category {
+            metadata.insert("category".to_owned(), Value::String(category.clone()));
+        }
+        if let Some(brand) = &info.brand {
+            metadata.insert("brand".to_owned(), Value::String(brand.clone()));
+        }
+    }
+    (!metadata.is_empty()).then_some(Value::Object(metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::MetadataLimits;
+    use serde_json::json;
+
+    fn event(metadata: Value) -> Event {
+        let mut body = json!({"user_id": 1, "asin": "B0", "event_type": "view"});
+        if !metadata.is_null() {
+            body["metadata"] = metadata;
+        }
+        Event::from_value(&body, &MetadataLimits::default(), chrono::Utc::now()).unwrap()
+    }
+
+    fn info(category: Option<&str>, brand: Option<&str>) -> ItemInfo {
+        ItemInfo {
+            category: category.map(str::to_owned),
+            brand: brand.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_catalogue_is_merged_into_the_clients_metadata() {
+        let enriched = enrich(
+            &event(json!({"page": "pdp", "category": "mine"})),
+            Some(&info(Some("Books"), Some("Penguin"))),
+        );
+        assert_eq!(
+            enriched,
+            Some(json!({"page": "pdp", "category": "Books", "brand": "Penguin"}))
+        );
+    }
+
+    #[test]
+    fn what_is_unknown_is_left_out() {
+        assert_eq!(enrich(&event(Value::Null), None), None);
+        assert_eq!(enrich(&event(Value::Null), Some(&info(None, None))), None);
+        assert_eq!(
+            enrich(&event(Value::Null), Some(&info(Some("Books"), None))),
+            Some(json!({"category": "Books"}))
+        );
+        assert_eq!(enrich(&event(json!({"a": 1})), None), Some(json!({"a": 1})));
+    }
+}
