@@ -82,7 +82,7 @@ def main():
         row("    rows stored by the writer", f"{d['stored']:,} of {d['events']:,}", "all", d["stored"] == d["events"])
     if "e" in results:
         e = results["e"]
-        row("(e) Redis ceiling: same script call per event, 64 tasks",
+        row("(e) Redis ceiling: redis-benchmark, the script per event",
             f"{e['events_per_sec']:,.0f} events/s")
         if "a" in results:
             row("    (a) / (e)", f"{results['a']['requests_per_sec'] / e['events_per_sec']:.0%}")
@@ -98,6 +98,20 @@ def main():
         if a and b:
             row(f"journal {mode} (median of {len(a)}): (a) req/s; (b) p50/p99",
                 f"{median(a, 'requests_per_sec'):,.0f}; {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} ms")
+    cpu_rows = [(label, results[key]) for key, label in [("a", "(a)"), ("b", "(b)"), ("c", "(c)")]
+                if key in results and "cpu" in results[key]]
+    if cpu_rows:
+        print()
+        print("Where the CPU went (cores used during the run; CPU ms per 1,000 events accepted):")
+        print()
+        groups = ["service", "redis", "postgres", "generator"]
+        print("| run | " + " | ".join(groups) + " | all |")
+        print("| --- |" + " --- |" * (len(groups) + 1))
+        for label, r in cpu_rows:
+            cells = [f"{r['cpu'][g]['cores']:.2f} cores, {r['cpu'][g]['ms_per_1k_events']:.0f} ms" for g in groups]
+            total = sum(r["cpu"][g]["cores"] for g in groups)
+            print(f"| {label} | " + " | ".join(cells) + f" | {total:.2f} cores |")
+        print()
     for side in ["before", "after"]:
         a, b = runs.get(f"{side}-a"), runs.get(f"{side}-b")
         if a and b:

@@ -71,8 +71,9 @@ impl UserContext {
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 
 /// Most event ids remembered per user for deduplication: enough for any client's retries, and
-/// few enough that Redis keeps the set in its compact encoding (128 entries).
-const EVENT_IDS_CAP: usize = 128;
+/// few enough that adding one stays cheap (Redis scans its compact encoding on every ZADD; ids
+/// are stored as their 16 bytes, not 36 characters, for the same reason).
+const EVENT_IDS_CAP: usize = 64;
 
 /// Most events in one script call.
 const MAX_EVENTS_PER_CALL: usize = 512;
@@ -81,7 +82,7 @@ const MAX_EVENTS_PER_CALL: usize = 512;
 /// last_active, event_ids); ARGV holds the TTL, the list cap, the id-set cap and the time in ms
 /// (the ids' score: the oldest are trimmed first), then four per event (asin, category or '', last_active text, client event id or ''). Returns, per event, 1
 /// if applied and 0 if its event id was already seen.
-const RECORD_SCRIPT: &str = r"
+pub const RECORD_SCRIPT: &str = r"
 local ttl, cap, ids_cap, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local applied = {}
 for i = 0, #KEYS / 4 - 1 do
@@ -141,7 +142,7 @@ struct Job {
 /// An event's keys and arguments, ready for the script.
 struct Prepared {
     keys: [String; 4],
-    args: [String; 4],
+    args: [Vec<u8>; 4],
 }
 
 impl ContextStore {
@@ -289,15 +290,16 @@ impl Redis {
                 self.key(user, "event_ids"),
             ],
             args: [
-                event.asin.to_string(),
-                update.category.unwrap_or_default().to_owned(),
+                event.asin.as_str().into(),
+                update.category.unwrap_or_default().into(),
                 event
                     .received_at
-                    .to_rfc3339_opts(SecondsFormat::Millis, true),
+                    .to_rfc3339_opts(SecondsFormat::Millis, true)
+                    .into(),
                 if event.client_event_id {
-                    event.event_id.to_string()
+                    event.event_id.as_bytes().to_vec()
                 } else {
-                    String::new()
+                    Vec::new()
                 },
             ],
         }

@@ -183,6 +183,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         "statuses": tally.statuses,
         "connection_failures": tally.failures,
         "requests_per_sec": requests as f64 / seconds,
+        "cpu_seconds": crate::own_cpu_seconds(),
         "events_per_sec": (tally.ok * plan.events_per_request()) as f64 / seconds,
     });
     merge(&mut out, percentiles(&histogram));

@@ -4,8 +4,8 @@
 //!   service answers (closed loop) or at a fixed rate (open loop: requests are due on a schedule
 //!   and latency is measured from when each was due, so a slow answer cannot hide the queue
 //!   behind it).
-//! - `redis`: the ceiling Redis gives for the service's per-event context update, the same script
-//!   call through the same library code, without HTTP.
+//! - `script`: prints the Redis context script, for `redis-benchmark` to measure Redis's own
+//!   ceiling for it.
 //! - `journal`: writes a backlog of events straight into a journal directory, for timing the
 //!   writer's drain.
 //!
@@ -16,7 +16,6 @@ mod http;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use event_ingest::context::{ContextConfig, ContextStore, ContextUpdate};
 use event_ingest::event::{Event, EventType, MetadataLimits};
 use event_ingest::journal::{Journal, JournalConfig, SyncPolicy};
 use hdrhistogram::Histogram;
@@ -34,22 +33,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Http(http::HttpArgs),
-    Redis(RedisArgs),
     Journal(JournalArgs),
-}
-
-#[derive(clap::Args)]
-struct RedisArgs {
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    #[arg(long, default_value = "bench:")]
-    key_prefix: String,
-    #[arg(long, default_value_t = 64)]
-    tasks: usize,
-    #[arg(long, default_value_t = 10)]
-    duration_secs: u64,
-    #[arg(long, default_value_t = 1000)]
-    users: i64,
+    /// Prints the Lua script of the Redis context update (for redis-benchmark).
+    Script,
 }
 
 #[derive(clap::Args)]
@@ -75,8 +61,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Http(args) => http::run(args).await,
-            Command::Redis(args) => redis_ceiling(args).await,
             Command::Journal(args) => fill_journal(args).await,
+            Command::Script => {
+                print!("{}", event_ingest::context::RECORD_SCRIPT);
+                Ok(())
+            }
         }
     })
 }
@@ -102,77 +91,6 @@ pub fn percentiles(histogram: &Histogram<u64>) -> serde_json::Value {
         "p999_ms": ms(histogram.value_at_quantile(0.999)),
         "max_ms": ms(histogram.max()),
     })
-}
-
-async fn redis_ceiling(args: RedisArgs) -> anyhow::Result<()> {
-    let store = ContextStore::new(
-        &args.redis_url,
-        ContextConfig {
-            ttl: Duration::from_secs(900),
-            recent_items_cap: 20,
-            timeout: Duration::from_secs(5),
-            key_prefix: args.key_prefix.clone(),
-        },
-    )?;
-    store.ping().await?;
-    let asins: Vec<String> = (0..10_000).map(|i| format!("B0BENCH{i:04}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for task in 0..args.tasks {
-        let store = store.clone();
-        let asins = asins.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(rand::random::<u64>() ^ task as u64);
-            let mut histogram = Histogram::<u64>::new(3).unwrap();
-            let mut done = 0u64;
-            while Instant::now() < deadline {
-                let body = random_event(&mut rng, args.users, &asins);
-                let event =
-                    Event::from_value(&body, &MetadataLimits::default(), chrono::Utc::now())
-                        .expect("a valid event");
-                let update = [ContextUpdate {
-                    event: &event,
-                    category: Some("Books"),
-                }];
-                let sent = Instant::now();
-                store.record(&update).await.expect("Redis answers");
-                histogram.record(sent.elapsed().as_micros() as u64).unwrap();
-                done += 1;
-            }
-            (done, histogram)
-        }));
-    }
-    let mut total = 0;
-    let mut histogram = Histogram::<u64>::new(3).unwrap();
-    for task in tasks {
-        let (done, h) = task.await?;
-        total += done;
-        histogram.add(h)?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let mut out = json!({"mode": "redis", "events": total, "seconds": seconds, "events_per_sec": total as f64 / seconds});
-    merge(&mut out, percentiles(&histogram));
-    println!("{out}");
-    cleanup_redis(&args.redis_url, &args.key_prefix).await;
-    Ok(())
-}
-
-async fn cleanup_redis(url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    for chunk in keys.chunks(1000) {
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
-    }
 }
 
 async fn fill_journal(args: JournalArgs) -> anyhow::Result<()> {
@@ -212,6 +130,24 @@ async fn fill_journal(args: JournalArgs) -> anyhow::Result<()> {
         json!({"mode": "journal", "events": args.events, "seconds": started.elapsed().as_secs_f64()})
     );
     Ok(())
+}
+
+/// CPU time this process has used, user and system, in seconds.
+pub fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks (100 per second on Linux).
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Adds `extra`'s fields to `out`.

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use super::record::{self, Piece};
 use super::{Position, Shared, sync_dir};
 
-/// Bytes read from a segment at a time (grown for a record larger than this).
-const READ_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+/// Bytes read from a segment at a time (grown for a record larger than this): about a batch of
+/// 1,000 typical events.
+const READ_CHUNK_BYTES: u64 = 256 * 1024;
 
 /// A record read back: its payload and the position just past it.
 #[derive(Debug, Clone, PartialEq, Eq)]
