@@ -12,6 +12,7 @@ use crate::event::MetadataLimits;
 use crate::journal::{JournalConfig, SyncPolicy};
 use crate::rerank::{RerankConfig, RuleConfig};
 use crate::retry::RetryPolicy;
+use crate::server::ConnectionLimits;
 use crate::writer::WriterConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/event_ingest";
@@ -143,6 +144,62 @@ pub struct Settings {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Largest request body of POST /api/events and POST /api/rerank.
+    #[arg(long, env = "MAX_BATCH_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_batch_body_bytes: usize,
+
+    /// Largest request head (request line and headers).
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// A client must send its request head within this, or the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// A client must send each part of its body within this, or gets 408.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_read_timeout_secs: u64,
+
+    /// A request not answered within this gets 503 (retryable: event ids make it safe).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 15)]
+    pub request_timeout_secs: u64,
+
+    /// Requests handled at once; beyond it, 503 with Retry-After.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+
+    /// Origins allowed to call the API from a browser: a comma-separated list, or `*` for any.
+    /// Empty (the default) allows http://localhost and http://127.0.0.1 on any port.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// API keys, comma-separated; a key may be limited to origins: `KEY@https://a.example|https://b.example`.
+    /// When set, every /api request needs one in the X-API-Key header. Empty: no keys (local use).
+    #[arg(
+        long,
+        env = "API_KEYS",
+        default_value = "",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Requests per second allowed per API key (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_KEY", default_value_t = 0)]
+    pub rate_limit_per_key: u32,
+
+    /// Requests per second allowed per client address (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 0)]
+    pub rate_limit_per_ip: u32,
+
+    /// Requests a key or address may send at once above its rate (the bucket's size).
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
     /// Largest metadata object, as compact JSON.
     #[arg(long, env = "MAX_METADATA_BYTES", default_value_t = 8 * 1024)]
     pub max_metadata_bytes: usize,
@@ -245,6 +302,13 @@ impl Settings {
                 enabled: self.rerank_recent_penalty,
                 weight: self.rerank_recent_penalty_weight,
             },
+        }
+    }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            max_header_bytes: self.max_header_bytes,
         }
     }
 

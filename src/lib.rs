@@ -14,6 +14,7 @@ pub mod journal;
 pub mod rerank;
 pub mod retry;
 pub mod seed_catalog;
+pub mod server;
 pub mod startup;
 pub mod telemetry;
 pub mod verify;

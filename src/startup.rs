@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::api::{self, AppState, Limits};
+use crate::api::access::{AccessConfig, AccessControl};
+use crate::api::limits::RequestLimits;
+use crate::api::{self, AppState, Edge, Limits};
 use crate::catalogue::Catalogue;
 use crate::config::Settings;
 use crate::context::ContextStore;
@@ -15,12 +17,10 @@ use crate::ingest::Ingest;
 use crate::journal::Journal;
 use crate::rerank::ReRankingService;
 use crate::writer::{self, WriterHandle};
-use crate::{db, telemetry};
+use crate::{db, server, telemetry};
 
 /// Most events in one `POST /api/events`.
 pub const MAX_BATCH_EVENTS: usize = 500;
-/// Largest body of one `POST /api/events`.
-pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct Application {
     listener: TcpListener,
@@ -78,7 +78,7 @@ impl Application {
             pool,
             limits: Limits {
                 max_body_bytes: settings.max_body_bytes,
-                max_batch_body_bytes: MAX_BATCH_BODY_BYTES,
+                max_batch_body_bytes: settings.max_batch_body_bytes,
                 max_batch_events: MAX_BATCH_EVENTS,
                 metadata: settings.metadata_limits(),
             },
@@ -89,7 +89,7 @@ impl Application {
             .with_context(|| format!("could not listen on {address}"))?;
         Ok(Self {
             listener,
-            router: api::router(state),
+            router: api::router(state, edge(&settings)),
             journal,
             writer,
             settings,
@@ -110,25 +110,8 @@ impl Application {
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "listening");
 
-        let (stopping, mut stop_seen) = watch::channel(false);
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections; finishing requests in flight");
-            let _ = stopping.send(true);
-        });
-        let overdue = async move {
-            let _ = stop_seen.wait_for(|stop| *stop).await;
-            tokio::time::sleep(timeout).await;
-        };
-        tokio::select! {
-            served = server => served.context("the HTTP server failed")?,
-            () = overdue => tracing::warn!(?timeout, "requests still in flight after the shutdown timeout; closing anyway"),
-        }
+        let limits = self.settings.connection_limits();
+        server::serve(self.listener, self.router, limits, shutdown, timeout).await;
 
         self.journal.close().await;
         tracing::info!(
@@ -145,6 +128,36 @@ impl Application {
             );
         }
         Ok(())
+    }
+}
+
+/// The API's edge from the settings: limits, CORS, keys, rate limits.
+fn edge(settings: &Settings) -> Edge {
+    let access = Arc::new(AccessControl::new(&AccessConfig {
+        api_keys: settings.api_keys.clone(),
+        per_key_per_second: settings.rate_limit_per_key,
+        per_address_per_second: settings.rate_limit_per_ip,
+        burst: settings.rate_limit_burst,
+        trust_forwarded_for: settings.trust_forwarded_for,
+    }));
+    let idle = Arc::downgrade(&access);
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        while let Some(access) = {
+            every_minute.tick().await;
+            idle.upgrade()
+        } {
+            access.forget_idle();
+        }
+    });
+    Edge {
+        limits: RequestLimits::new(
+            settings.max_concurrent_requests,
+            Duration::from_secs(settings.request_timeout_secs),
+        ),
+        access,
+        cors_origins: settings.cors_origins.clone(),
+        body_timeout: Duration::from_secs(settings.body_read_timeout_secs),
     }
 }
 

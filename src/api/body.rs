@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use http_body_util::LengthLimitError;
+use tower_http::timeout::TimeoutError;
 
 use super::ApiError;
 
@@ -29,6 +30,9 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         while let Some(error) = source {
             if error.is::<LengthLimitError>() {
                 return ApiError::BodyTooLarge(limit);
+            }
+            if error.is::<TimeoutError>() {
+                return ApiError::BodyTimeout;
             }
             source = error.source();
         }

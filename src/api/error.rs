@@ -40,6 +40,24 @@ pub enum ApiError {
     Unavailable,
     #[error("the user context is unavailable right now; retry later")]
     ContextUnavailable,
+    #[error("the service is handling as many requests as it may; retry later")]
+    Busy,
+    #[error("the request took longer than {0:?}; retry later (with the same event_id)")]
+    Timeout(std::time::Duration),
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    #[error("an API key is required in the X-API-Key header")]
+    MissingApiKey,
+    #[error("the API key is not valid")]
+    InvalidApiKey,
+    #[error("this API key may not be used from this origin")]
+    OriginNotAllowed,
+    #[error("too many requests; retry after {} s", retry_after_secs(.0))]
+    RateLimited(std::time::Duration),
+}
+
+fn retry_after_secs(wait: &std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 #[derive(Serialize)]
@@ -68,9 +86,15 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Overloaded | ApiError::Unavailable | ApiError::ContextUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Overloaded
+            | ApiError::Unavailable
+            | ApiError::ContextUnavailable
+            | ApiError::Busy
+            | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::MissingApiKey | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -87,6 +111,13 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable => "unavailable",
             ApiError::ContextUnavailable => "context_unavailable",
+            ApiError::Busy => "busy",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::BodyTimeout => "body_timeout",
+            ApiError::MissingApiKey => "missing_api_key",
+            ApiError::InvalidApiKey => "invalid_api_key",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
+            ApiError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -115,11 +146,16 @@ impl IntoResponse for ApiError {
             success: false,
             error: self.detail(),
         };
+        let retry_after = match &self {
+            ApiError::RateLimited(wait) => Some(retry_after_secs(wait)),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
+            _ => None,
+        };
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -1,9 +1,12 @@
 //! HTTP: the routes, the shared state, and the layers every request passes through.
 
+pub mod access;
 mod body;
 pub mod error;
 mod events;
 mod health;
+pub mod limits;
+mod metrics;
 mod rerank;
 mod users;
 
@@ -11,17 +14,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, Request, Uri};
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
+use axum::middleware;
 use axum::routing::{get, post};
 use sqlx::PgPool;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::event::MetadataLimits;
 use crate::ingest::Ingest;
 use crate::rerank::ReRankingService;
 use crate::telemetry;
+use access::AccessControl;
 pub use error::ApiError;
+use limits::RequestLimits;
 
 /// Bounds on what a request may carry.
 #[derive(Debug, Clone, Copy)]
@@ -42,18 +52,34 @@ pub struct AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// What guards the API at its edge: limits, CORS, keys and rate limits.
+pub struct Edge {
+    pub limits: RequestLimits,
+    pub access: Arc<AccessControl>,
+    pub cors_origins: Vec<String>,
+    pub body_timeout: Duration,
+}
+
+pub fn router(state: AppState, edge: Edge) -> Router {
+    let api = Router::new()
         .route("/api/event", post(events::log_event))
         .route("/api/events", post(events::log_events))
         .route("/api/rerank", post(rerank::rerank))
         .route("/api/users/{user_id}/context", get(users::context))
+        .route_layer(middleware::from_fn_with_state(edge.access, access::check));
+    Router::new()
+        .merge(api)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(telemetry::render_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(middleware::from_fn_with_state(edge.limits, limits::enforce))
+        .layer(MapRequestBodyLayer::new(Body::new))
+        .layer(RequestBodyTimeoutLayer::new(edge.body_timeout))
+        .layer(cors(&edge.cors_origins))
+        .layer(middleware::from_fn(metrics::record))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request
@@ -64,6 +90,42 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Browsers may call the API from the configured origins; with none configured, from
+/// `http://localhost` and `http://127.0.0.1` on any port (local development).
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    let allow_origin = match origins.as_slice() {
+        [] => AllowOrigin::predicate(|origin: &HeaderValue, _| is_local_origin(origin.as_bytes())),
+        ["*"] => AllowOrigin::any(),
+        list => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static(access::API_KEY_HEADER),
+            REQUEST_ID,
+        ])
+        .expose_headers([header::RETRY_AFTER, REQUEST_ID])
+        .max_age(Duration::from_secs(600))
+}
+
+fn is_local_origin(origin: &[u8]) -> bool {
+    ["http://localhost", "http://127.0.0.1"].iter().any(|host| {
+        origin.strip_prefix(host.as_bytes()).is_some_and(|rest| {
+            rest.is_empty() || (rest[0] == b':' && rest[1..].iter().all(u8::is_ascii_digit))
+        })
+    })
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -3,6 +3,7 @@
 
 mod context;
 mod durability;
+mod edge;
 mod faults;
 mod helpers;
 mod ingest;

@@ -100,3 +100,73 @@ async fn postgres_unreachable_at_start_up_is_one_clear_error_line_and_exit_code_
     );
     assert!(!stderr.contains("secret"), "the password is never shown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_and_never_a_password() {
+    let database = TestDatabase::new();
+    // The same database through a URL with a password (trust authentication ignores it).
+    let with_password = database.url.replace("postgres@", "postgres:hunter2@");
+    let journal = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+        .arg("serve")
+        .env("DATABASE_URL", &with_password)
+        .env("REDIS_URL", "redis://:sesame@127.0.0.1:9")
+        .env("JOURNAL_DIR", journal.path())
+        .env("PORT", port.to_string())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the service to listen", || async {
+        http.get(format!("{base}/health/live")).send().await.is_ok()
+    })
+    .await;
+    // Redis is down: the request logs a warning inside its span.
+    let body = json!({"user_id": 3, "asin": ITEMS[0].0, "event_type": "view"});
+    let response = http
+        .post(format!("{base}/api/event"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let warning = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Redis context not updated"))
+        })
+        .unwrap_or_else(|| panic!("no Redis warning in\n{logs}"));
+    assert_eq!(
+        warning["span"]["request_id"],
+        request_id.as_str(),
+        "{warning}"
+    );
+    assert!(
+        !logs.contains("hunter2") && !logs.contains("sesame"),
+        "a password reached the logs:\n{logs}"
+    );
+}

@@ -1,0 +1,291 @@
+//! The public edge: slow clients, caps, CORS, API keys, rate limits, metrics, logs.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{ITEMS, TestApp, eventually};
+
+fn event() -> Value {
+    json!({"user_id": 1, "asin": ITEMS[0].0, "event_type": "view"})
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Reads what the server sends until it closes the connection (or 10 s pass).
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A POST whose body never finishes: headers promise 100 bytes, 10 are sent.
+async fn start_slow_post(app: &TestApp) -> TcpStream {
+    let mut stream = connect(app).await;
+    let head = "POST /api/event HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"user_id\"";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_with_its_headers_is_disconnected() {
+    let app = TestApp::spawn_with(|s| s.header_read_timeout_secs = 1).await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"POST /api/event HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    read_to_close(&mut stream).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed by the server, not by the test's deadline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_gets_408_in_our_format() {
+    let app = TestApp::spawn_with(|s| s.body_read_timeout_secs = 1).await;
+    let mut stream = start_slow_post(&app).await;
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_time_limit_gets_503() {
+    let app = TestApp::spawn_with(|s| {
+        s.request_timeout_secs = 1;
+        s.body_read_timeout_secs = 30;
+    })
+    .await;
+    let mut stream = start_slow_post(&app).await;
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains(r#""code":"timeout""#), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_concurrency_cap_are_shed_with_503() {
+    let app = TestApp::spawn_with(|s| s.max_concurrent_requests = 1).await;
+    let _holding = start_slow_post(&app).await;
+    eventually("the slow request to hold the only slot", || async {
+        app.post("/api/event", &event()).await.0 == 503
+    })
+    .await;
+    let response = app
+        .post_raw(
+            "/api/event",
+            Some("application/json"),
+            event().to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "busy");
+}
+
+async fn preflight(app: &TestApp, origin: &str) -> reqwest::Response {
+    app.http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/event", app.address),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type,x-api-key")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_by_default_allows_local_development_origins_only() {
+    let app = TestApp::spawn().await;
+    let local = preflight(&app, "http://localhost:3000").await;
+    assert_eq!(local.status(), 200);
+    assert_eq!(
+        local.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(
+        local.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-api-key")
+    );
+    let foreign = preflight(&app, "https://evil.example").await;
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    let lookalike = preflight(&app, "http://localhost.evil.example").await;
+    assert!(
+        lookalike
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_follows_the_configured_allow_list() {
+    let app =
+        TestApp::spawn_with(|s| s.cors_origins = vec!["https://shop.example".to_owned()]).await;
+    let allowed = preflight(&app, "https://shop.example").await;
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let local = preflight(&app, "http://localhost:3000").await;
+    assert!(local.headers().get("access-control-allow-origin").is_none());
+}
+
+async fn post_with(app: &TestApp, key: Option<&str>, origin: Option<&str>) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(format!("{}/api/event", app.address))
+        .json(&event());
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_required_when_configured_and_may_be_bound_to_origins() {
+    let app = TestApp::spawn_with(|s| {
+        s.api_keys = vec![
+            "server-key".to_owned(),
+            "browser-key@https://shop.example".to_owned(),
+        ];
+    })
+    .await;
+    let code = |answer: Value| answer["error"]["code"].as_str().map(str::to_owned);
+    let (status, answer) = post_with(&app, None, None).await;
+    assert_eq!(
+        (status, code(answer)),
+        (401, Some("missing_api_key".into()))
+    );
+    let (status, answer) = post_with(&app, Some("server-kez"), None).await;
+    assert_eq!(
+        (status, code(answer)),
+        (401, Some("invalid_api_key".into()))
+    );
+    assert_eq!(post_with(&app, Some("server-key"), None).await.0, 200);
+    assert_eq!(
+        post_with(&app, Some("browser-key"), Some("https://shop.example"))
+            .await
+            .0,
+        200
+    );
+    let (status, answer) = post_with(&app, Some("browser-key"), Some("https://evil.example")).await;
+    assert_eq!(
+        (status, code(answer)),
+        (403, Some("origin_not_allowed".into()))
+    );
+    assert_eq!(post_with(&app, Some("browser-key"), None).await.0, 403);
+    assert_eq!(app.get("/health/live").await.0, 200, "health needs no key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_retry_after_per_key_and_per_address() {
+    let app = TestApp::spawn_with(|s| {
+        s.api_keys = vec!["a".to_owned(), "b".to_owned()];
+        s.rate_limit_per_key = 1;
+        s.rate_limit_burst = 2;
+    })
+    .await;
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..3).map(|_| post_with(&app, Some("a"), None)))
+            .await
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        post_with(&app, Some("b"), None).await.0,
+        200,
+        "another key has its own budget"
+    );
+    let response = app
+        .http
+        .post(format!("{}/api/event", app.address))
+        .header("x-api-key", "a")
+        .json(&event())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+
+    let by_address = TestApp::spawn_with(|s| {
+        s.rate_limit_per_ip = 1;
+        s.rate_limit_burst = 1;
+    })
+    .await;
+    assert_eq!(post_with(&by_address, None, None).await.0, 200);
+    assert_eq!(post_with(&by_address, None, None).await.0, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_requests_events_rejections_redis_journal_and_writer() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.post_event(5, ITEMS[0].0, "click").await, 200);
+    assert_eq!(app.post("/api/event", &json!({"user_id": 0})).await.0, 422);
+    app.wait_for_rows(1).await;
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"http_requests_total{route="/api/event",method="POST",status="200"} 1"#,
+        r#"http_requests_total{route="/api/event",method="POST",status="422"} 1"#,
+        r#"http_request_duration_seconds_bucket{route="/api/event",le="0.005"}"#,
+        r#"events_accepted_total{event_type="click"} 1"#,
+        r#"requests_rejected_total{reason="invalid_field"} 1"#,
+        "redis_latency_seconds_bucket",
+        "journal_bytes",
+        "journal_oldest_unwritten_seconds",
+        "writer_batches_total",
+        "writer_rows_total 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
+}
