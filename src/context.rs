@@ -50,7 +50,7 @@ pub enum ContextError {
 }
 
 /// A user's context as stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UserContext {
     /// ASINs, newest first.
     pub recent_items: Vec<String>,

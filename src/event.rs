@@ -72,7 +72,16 @@ impl UserId {
     pub(crate) fn from_json(value: Option<&Value>) -> Result<Self, InvalidEvent> {
         match value {
             None | Some(Value::Null) => Err(InvalidEvent::missing("user_id")),
-            Some(Value::Number(n)) => n.as_i64().ok_or_else(Self::rule).and_then(Self::new),
+            // 123.0 is an integer too (as JSON Schema counts them).
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f < i64::MAX as f64)
+                        .map(|f| f as i64)
+                })
+                .ok_or_else(Self::rule)
+                .and_then(Self::new),
             Some(other) => Err(InvalidEvent::invalid(
                 "user_id",
                 format!("user_id must be an integer, got {}", json_type(other)),
@@ -126,7 +135,11 @@ impl Asin {
                 format!("asin must be at most {MAX_ASIN_CHARS} characters"),
             ));
         }
-        if asin.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // U+FEFF (a byte-order mark) is invisible too, and JSON Schema's `\s` counts it.
+        if asin
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\u{feff}')
+        {
             return Err(InvalidEvent::invalid(
                 "asin",
                 "asin must not contain whitespace or control characters",
@@ -171,7 +184,7 @@ impl fmt::Display for Asin {
 }
 
 /// The interactions the service records; the names match PostgreSQL's `event_type_enum`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     View,
@@ -571,6 +584,18 @@ mod tests {
             ("invalid_field", "user_id")
         );
         assert_eq!(
+            field_of(with("user_id", json!(-2.0))),
+            ("invalid_field", "user_id")
+        );
+        assert_eq!(
+            field_of(with("user_id", json!(1e300))),
+            ("invalid_field", "user_id")
+        );
+        assert!(
+            parse(with("user_id", json!(435.0))).is_ok(),
+            "an integral number is an integer"
+        );
+        assert_eq!(
             field_of(with("user_id", json!(u64::MAX))),
             ("invalid_field", "user_id")
         );
@@ -668,6 +693,91 @@ mod tests {
         let text = serde_json::to_vec(&event).unwrap();
         let back: Event = serde_json::from_slice(&text).unwrap();
         assert_eq!(back, event);
+    }
+
+    /// Any JSON value, nested up to a few levels.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,80}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::hash_map(".{0,12}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An object with the event's keys (each maybe present) holding any values: the shapes a
+    /// parser meets in the wild, far more often than random bytes reach them.
+    fn event_shaped() -> impl Strategy<Value = Value> {
+        let field = |strategy: BoxedStrategy<Value>| prop::option::of(strategy);
+        (
+            field(prop_oneof![any_json(), any::<i64>().prop_map(Value::from)].boxed()),
+            field(prop_oneof![any_json(), "[A-Z0-9]{0,70}".prop_map(Value::from)].boxed()),
+            field(
+                prop_oneof![
+                    any_json(),
+                    "(view|click|add_to_cart|purchase|rate|x)".prop_map(Value::from)
+                ]
+                .boxed(),
+            ),
+            field(any_json().boxed()),
+            field(
+                prop_oneof![
+                    any_json(),
+                    any::<u128>().prop_map(|u| Value::from(Uuid::from_u128(u).to_string()))
+                ]
+                .boxed(),
+            ),
+        )
+            .prop_map(|(user_id, asin, event_type, metadata, event_id)| {
+                let mut object = Map::new();
+                for (key, value) in [
+                    ("user_id", user_id),
+                    ("asin", asin),
+                    ("event_type", event_type),
+                    ("metadata", metadata),
+                    ("event_id", event_id),
+                ] {
+                    if let Some(value) = value {
+                        object.insert(key.to_owned(), value);
+                    }
+                }
+                Value::Object(object)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_json_value_parses_or_fails_with_a_named_field(value in prop_oneof![any_json(), event_shaped()]) {
+            let limits = MetadataLimits::default();
+            match Event::from_value(&value, &limits, Utc::now()) {
+                Ok(event) => {
+                    // What parses is valid by construction, and survives the journal.
+                    prop_assert!(event.user_id.get() > 0);
+                    let text = serde_json::to_vec(&event).unwrap();
+                    let back: Event = serde_json::from_slice(&text).unwrap();
+                    prop_assert_eq!(back, Event { client_event_id: false, ..event });
+                }
+                Err(invalid) => {
+                    prop_assert!(!invalid.message.is_empty());
+                    prop_assert!(invalid.message.contains(invalid.field) || invalid.field == "event");
+                }
+            }
+            let text = value.to_string();
+            let _ = Event::from_json(text.as_bytes(), &limits, Utc::now());
+        }
     }
 
     proptest! {

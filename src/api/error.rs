@@ -8,6 +8,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::event::{InvalidEvent, ParseError};
 use crate::ingest::{IngestError, Refusal};
@@ -60,17 +61,26 @@ fn retry_after_secs(wait: &std::time::Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error answer: `{"success": false, "error": {...}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Always false.
     success: bool,
     error: ErrorDetail<'a>,
 }
 
 /// The `error` object of a failed request, and of a rejected event in a batch.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct ErrorDetail<'a> {
+    /// Machine-readable: `invalid_json`, `invalid_body`, `missing_field`, `invalid_field`,
+    /// `unknown_item`, `body_too_large`, `unsupported_media_type`, `not_found`,
+    /// `method_not_allowed`, `body_timeout`, `missing_api_key`, `invalid_api_key`,
+    /// `origin_not_allowed`, `rate_limited`, `overloaded`, `busy`, `timeout`, `unavailable`,
+    /// `context_unavailable`.
     pub code: &'a str,
+    /// For people: names the field and the rule.
     pub message: String,
+    /// The request field at fault, where there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<&'a str>,
 }

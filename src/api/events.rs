@@ -7,19 +7,29 @@ use axum::http::HeaderMap;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ErrorDetail;
+use super::openapi::{BatchRequest, BodyErrors, EdgeErrors, EventRequest};
 use super::{ApiError, AppState, body};
 use crate::event::{Event, EventType};
 
 /// The seed's answer, exactly: `{"success": true, "message": "Event logged: view"}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"success": true, "message": "Event logged: view"}))]
 pub struct EventLogged {
     pub success: bool,
     pub message: String,
 }
 
+/// Logs one interaction: the seed's endpoint.
+#[utoipa::path(
+    post, path = "/api/event", tag = "events",
+    request_body = EventRequest,
+    responses((status = 200, description = "Stored in the journal; the context updated", body = EventLogged), BodyErrors, EdgeErrors),
+    security((), ("api_key" = []))
+)]
 pub async fn log_event(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -41,12 +51,13 @@ fn logged(event_type: EventType) -> EventLogged {
     }
 }
 
+/// The batch as parsed: `events` is checked by hand, for per-event errors.
 #[derive(Deserialize)]
-struct BatchRequest {
+struct BatchEnvelope {
     events: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchLogged {
     pub success: bool,
     pub accepted: usize,
@@ -55,7 +66,7 @@ pub struct BatchLogged {
 }
 
 /// The fate of one event of a batch, in request order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventResult {
     pub index: usize,
     pub status: EventStatus,
@@ -65,7 +76,7 @@ pub struct EventResult {
     pub error: Option<ErrorDetail<'static>>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStatus {
     Accepted,
@@ -73,13 +84,19 @@ pub enum EventStatus {
 }
 
 /// Accepts up to `max_batch_events` events; each is accepted or rejected on its own.
+#[utoipa::path(
+    post, path = "/api/events", tag = "events",
+    request_body = BatchRequest,
+    responses((status = 200, description = "Each event accepted or rejected", body = BatchLogged), BodyErrors, EdgeErrors),
+    security((), ("api_key" = []))
+)]
 pub async fn log_events(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchLogged>, ApiError> {
     let body = body::read_json(&headers, body, app.limits.max_batch_body_bytes).await?;
-    let request: BatchRequest = serde_json::from_slice(&body).map_err(|error| {
+    let request: BatchEnvelope = serde_json::from_slice(&body).map_err(|error| {
         use serde_json::error::Category;
         match error.classify() {
             Category::Data => ApiError::InvalidBody(

@@ -9,11 +9,19 @@ use serde::Serialize;
 
 use super::{AppState, READY_TIMEOUT};
 
-pub async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+/// Answers while the process runs.
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, body = Liveness)))]
+pub async fn live() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// `ready` when PostgreSQL and Redis both answer, else `degraded`. Events are still accepted
     /// when degraded (the journal keeps them), as long as the journal has room.
@@ -23,7 +31,7 @@ pub struct Readiness {
     pub journal: JournalState,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
     pub ok: bool,
     pub latency_ms: f64,
@@ -31,13 +39,17 @@ pub struct Check {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JournalState {
     pub used_bytes: u64,
     pub limit_bytes: u64,
 }
 
 /// 200 when PostgreSQL and Redis answer, 503 otherwise; the body says which is down.
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses(
+    (status = 200, description = "PostgreSQL and Redis answer", body = Readiness),
+    (status = 503, description = "PostgreSQL or Redis does not answer (events are still accepted)", body = Readiness),
+))]
 pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let postgres = check(async {
         let query = sqlx::query("SELECT 1").execute(&app.pool);

@@ -7,6 +7,7 @@ mod events;
 mod health;
 pub mod limits;
 mod metrics;
+pub mod openapi;
 mod rerank;
 mod users;
 
@@ -72,6 +73,7 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(telemetry::render_metrics))
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

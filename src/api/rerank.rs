@@ -7,18 +7,27 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::openapi::{BodyErrors, EdgeErrors, RerankRequest};
 use super::{ApiError, AppState, body};
 use crate::event::{Asin, InvalidEvent, ParseError, UserId, json_type};
 use crate::rerank::{ContextSummary, MAX_CANDIDATES, RerankedItem, ScoredItem};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RerankResponse {
+    #[schema(value_type = i64)]
     pub user_id: UserId,
     pub items: Vec<RerankedItem>,
     pub context: ContextSummary,
 }
 
-/// `{"user_id": 1, "items": [{"asin": "...", "score": 0.93}, ...]}`, up to 1,000 items.
+/// Reorders a recommender's list with the user's realtime context; with no context, the input
+/// order comes back flagged.
+#[utoipa::path(
+    post, path = "/api/rerank", tag = "context",
+    request_body = RerankRequest,
+    responses((status = 200, description = "The items, reordered", body = RerankResponse), BodyErrors, EdgeErrors),
+    security((), ("api_key" = []))
+)]
 pub async fn rerank(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -77,4 +86,46 @@ fn parse_items(value: Option<&Value>) -> Result<Vec<ScoredItem>, InvalidEvent> {
             Ok(ScoredItem { asin, score })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn any_item() -> impl Strategy<Value = Value> {
+        let asin = prop_oneof![
+            Just(Value::Null),
+            ".{0,70}".prop_map(Value::from),
+            any::<i64>().prop_map(Value::from)
+        ];
+        let score = prop_oneof![
+            Just(Value::Null),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        prop_oneof![
+            (asin, score).prop_map(|(asin, score)| json!({"asin": asin, "score": score})),
+            any::<bool>().prop_map(Value::from),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_candidate_list_parses_or_fails_naming_items(items in prop::collection::vec(any_item(), 0..20)) {
+            match parse_items(Some(&Value::Array(items.clone()))) {
+                Ok(parsed) => {
+                    prop_assert_eq!(parsed.len(), items.len());
+                    prop_assert!(parsed.iter().all(|i| i.score.is_finite()));
+                }
+                Err(invalid) => prop_assert_eq!(invalid.field, "items"),
+            }
+        }
+    }
 }

@@ -3,18 +3,31 @@
 use axum::Json;
 use axum::extract::{Path, State};
 
+use super::error::ErrorBody;
+use super::openapi::EdgeErrors;
 use super::{ApiError, AppState};
 use crate::context::UserContext;
 use crate::event::UserId;
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ContextResponse {
+    #[schema(value_type = i64)]
     pub user_id: UserId,
     #[serde(flatten)]
     pub context: UserContext,
 }
 
-/// An unknown user, or one whose keys expired, gets empty values.
+/// The user's realtime context; an unknown user, or one whose keys expired, gets empty values.
+#[utoipa::path(
+    get, path = "/api/users/{user_id}/context", tag = "context",
+    params(("user_id" = i64, Path, minimum = 1, description = "The user")),
+    responses(
+        (status = 200, description = "The three keys", body = ContextResponse),
+        (status = 422, description = "The user id is not a positive 64-bit integer", body = ErrorBody),
+        EdgeErrors
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn context(
     State(app): State<AppState>,
     Path(user_id): Path<String>,

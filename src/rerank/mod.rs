@@ -62,7 +62,7 @@ pub struct ScoredItem {
     pub score: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RerankedItem {
     pub asin: String,
     pub score: f64,
@@ -73,14 +73,14 @@ pub struct RerankedItem {
     pub reasons: Vec<Reason>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reason {
     pub rule: &'static str,
     pub delta: f64,
 }
 
 /// The context the ranking used.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ContextSummary {
     /// False when there was no context to use; the items are then in their input order.
     pub available: bool,

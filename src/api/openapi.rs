@@ -1,0 +1,199 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the wire types, served
+//! at `GET /openapi.json`.
+//!
+//! The request bodies are parsed by hand (for errors that name the field and the rule), so their
+//! schemas are described by the types below; `the_document_states_the_rules_the_parser_enforces`
+//! checks the numbers against the parser's own constants.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use axum::Json;
+use serde::Deserialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ErrorBody, ErrorDetail};
+use crate::event::EventType;
+
+/// One interaction, as the frontend sends it.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"user_id": 123, "asin": "B08XXXX", "event_type": "view",
+    "metadata": {"page": "product_detail", "timestamp": "2024-01-01T00:00:00Z"}}))]
+pub struct EventRequest {
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+    pub user_id: i64,
+    /// 1 to 64 characters, no whitespace or control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\ufeff]+$"
+    )]
+    pub asin: String,
+    pub event_type: EventType,
+    /// Free-form fields: at most 8 KiB as JSON, 8 levels deep, 128 keys in all, no NUL character.
+    #[schema(nullable)]
+    pub metadata: Option<HashMap<String, serde_json::Value>>,
+    /// The idempotency key: a retry with the same id is stored and counted once. Assigned by the
+    /// service when absent.
+    #[schema(nullable)]
+    pub event_id: Option<Uuid>,
+}
+
+/// Up to 500 events (and 1 MiB); each is accepted or rejected on its own.
+#[derive(Deserialize, ToSchema)]
+pub struct BatchRequest {
+    #[schema(min_items = 1, max_items = 500)]
+    pub events: Vec<EventRequest>,
+}
+
+/// A list a recommender has ranked, to reorder with the user's context.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"user_id": 1, "items": [{"asin": "B0BOOK0001", "score": 0.93}, {"asin": "B08XXXX", "score": 0.9}]}))]
+pub struct RerankRequest {
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+    pub user_id: i64,
+    #[schema(max_items = 1000)]
+    pub items: Vec<RerankCandidate>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RerankCandidate {
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\ufeff]+$"
+    )]
+    pub asin: String,
+    pub score: f64,
+}
+
+/// The errors every `/api` call can meet at the edge, besides its own.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum EdgeErrors<'a> {
+    /// No API key, or a wrong one (only when keys are configured).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody<'a>),
+    /// The API key may not be used from this origin.
+    #[response(status = 403)]
+    Forbidden(ErrorBody<'a>),
+    /// The body did not arrive in time.
+    #[response(status = 408)]
+    BodyTimeout(ErrorBody<'a>),
+    /// Over the rate limit of the key or the client address.
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(ErrorBody<'a>),
+    /// Busy, too slow, or the journal is full or failing: retry later, with the same event ids.
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Unavailable(ErrorBody<'a>),
+}
+
+/// The errors of a request body.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors<'a> {
+    /// The body is not JSON.
+    #[response(status = 400)]
+    InvalidJson(ErrorBody<'a>),
+    /// The body is too large.
+    #[response(status = 413)]
+    TooLarge(ErrorBody<'a>),
+    /// Content-Type other than application/json or text/plain.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody<'a>),
+    /// A field is missing or breaks its rule; `field` names it.
+    #[response(status = 422)]
+    Invalid(ErrorBody<'a>),
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "event-ingest",
+        description = "Event ingestion for a real-time recommender: Redis context at once, PostgreSQL for good."
+    ),
+    paths(
+        super::events::log_event,
+        super::events::log_events,
+        super::rerank::rerank,
+        super::users::context,
+        super::health::live,
+        super::health::ready,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&ApiKeySecurity),
+    tags(
+        (name = "events", description = "Logging interactions"),
+        (name = "context", description = "The realtime context and re-ranking"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct ApiKeySecurity;
+
+impl Modify for ApiKeySecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "Required only when the service is configured with API keys",
+            ))),
+        );
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn document() -> Json<&'static utoipa::openapi::OpenApi> {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    Json(DOCUMENT.get_or_init(ApiDoc::openapi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::MAX_ASIN_CHARS;
+    use crate::rerank::MAX_CANDIDATES;
+    use crate::startup::MAX_BATCH_EVENTS;
+
+    fn schema(name: &str) -> serde_json::Value {
+        let document = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        document["components"]["schemas"][name].clone()
+    }
+
+    #[test]
+    fn the_document_states_the_rules_the_parser_enforces() {
+        let event = schema("EventRequest");
+        assert_eq!(event["properties"]["asin"]["maxLength"], MAX_ASIN_CHARS);
+        assert_eq!(event["properties"]["user_id"]["minimum"], 1);
+        assert_eq!(event["properties"]["user_id"]["maximum"], i64::MAX);
+        let types: Vec<String> = EventType::ALL
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        assert_eq!(schema("EventType")["enum"], serde_json::json!(types));
+        assert_eq!(
+            schema("BatchRequest")["properties"]["events"]["maxItems"],
+            MAX_BATCH_EVENTS
+        );
+        assert_eq!(
+            schema("RerankRequest")["properties"]["items"]["maxItems"],
+            MAX_CANDIDATES
+        );
+    }
+
+    #[test]
+    fn the_asin_pattern_agrees_with_the_parser() {
+        let accepted = |asin: &str| crate::event::Asin::new(asin.to_owned()).is_ok();
+        for asin in ["B08XXXX", "é", "a-b_c.d"] {
+            assert!(accepted(asin), "{asin}");
+        }
+        for asin in ["a b", "a\u{7}", "a\u{85}", "\u{feff}a", "a\u{a0}"] {
+            assert!(!accepted(asin), "{asin:?}");
+        }
+    }
+}
