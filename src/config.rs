@@ -200,6 +200,14 @@ pub struct Settings {
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
 
+    /// Serve the demo page at /demo/ (for local use: turn it off in production).
+    #[arg(long, env = "DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+
+    /// Where the demo's files are: the repository (its demo/ and clients/typescript/dist/).
+    #[arg(long, env = "DEMO_DIR", default_value = env!("CARGO_MANIFEST_DIR"))]
+    pub demo_dir: PathBuf,
+
     /// Largest metadata object, as compact JSON.
     #[arg(long, env = "MAX_METADATA_BYTES", default_value_t = 8 * 1024)]
     pub max_metadata_bytes: usize,

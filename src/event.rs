@@ -72,14 +72,9 @@ impl UserId {
     pub(crate) fn from_json(value: Option<&Value>) -> Result<Self, InvalidEvent> {
         match value {
             None | Some(Value::Null) => Err(InvalidEvent::missing("user_id")),
-            // 123.0 is an integer too (as JSON Schema counts them).
             Some(Value::Number(n)) => n
                 .as_i64()
-                .or_else(|| {
-                    n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f < i64::MAX as f64)
-                        .map(|f| f as i64)
-                })
+                .or_else(|| n.as_f64().and_then(integral))
                 .ok_or_else(Self::rule)
                 .and_then(Self::new),
             Some(other) => Err(InvalidEvent::invalid(
@@ -90,11 +85,19 @@ impl UserId {
     }
 }
 
+/// `123.0` is an integer too, as JSON Schema counts them; beyond BIGINT it is not.
+fn integral(number: f64) -> Option<i64> {
+    (number.fract() == 0.0 && number >= 1.0 && number < i64::MAX as f64).then_some(number as i64)
+}
+
 impl std::str::FromStr for UserId {
     type Err = InvalidEvent;
+    /// As in a URL path: `42`, or an integral number such as `42.0`, as JSON would allow.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         text.parse::<i64>()
-            .map_err(|_| Self::rule())
+            .ok()
+            .or_else(|| text.parse().ok().and_then(integral))
+            .ok_or_else(Self::rule)
             .and_then(Self::new)
     }
 }

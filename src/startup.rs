@@ -158,6 +158,7 @@ fn edge(settings: &Settings) -> Edge {
         access,
         cors_origins: settings.cors_origins.clone(),
         body_timeout: Duration::from_secs(settings.body_read_timeout_secs),
+        demo: settings.demo.then(|| settings.demo_dir.clone()),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod access;
 mod body;
+mod demo;
 pub mod error;
 mod events;
 mod health;
@@ -11,6 +12,7 @@ pub mod openapi;
 mod rerank;
 mod users;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +61,8 @@ pub struct Edge {
     pub access: Arc<AccessControl>,
     pub cors_origins: Vec<String>,
     pub body_timeout: Duration,
+    /// Where the demo's files are, when the demo is on.
+    pub demo: Option<PathBuf>,
 }
 
 pub fn router(state: AppState, edge: Edge) -> Router {
@@ -68,8 +72,13 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .route("/api/rerank", post(rerank::rerank))
         .route("/api/users/{user_id}/context", get(users::context))
         .route_layer(middleware::from_fn_with_state(edge.access, access::check));
+    let demo = match &edge.demo {
+        Some(root) => demo::routes(root),
+        None => Router::new(),
+    };
     Router::new()
         .merge(api)
+        .merge(demo)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(telemetry::render_metrics))

@@ -289,3 +289,40 @@ async fn metrics_cover_requests_events_rejections_redis_journal_and_writer() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_is_served_unless_turned_off() {
+    let app = TestApp::spawn().await;
+    let page = app
+        .http
+        .get(format!("{}/demo/", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("Real-time personalisation")
+    );
+    let (status, products) = app.get("/demo/products").await;
+    assert_eq!(status, 200);
+    let categories: std::collections::HashSet<_> = products
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["category"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(categories.len() >= 3, "{products}");
+
+    let off = TestApp::spawn_with(|s| s.demo = false).await;
+    assert_eq!(off.get("/demo/products").await.0, 404);
+    let page = off
+        .http
+        .get(format!("{}/demo/", off.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
+}

@@ -1,0 +1,99 @@
+// The demo page in a real browser: a short shopping session, then the live context, the re-ranked
+// list and PostgreSQL must show it. Started by scripts/browser-test, which passes BASE_URL,
+// DATABASE_URL and SCREENSHOT.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const base = process.env.BASE_URL ?? "http://127.0.0.1:18000";
+const databaseUrl = process.env.DATABASE_URL;
+const screenshot = process.env.SCREENSHOT ?? "demo.png";
+
+function sql(query) {
+  return execFileSync("psql", ["-qtA", databaseUrl, "-c", query], { encoding: "utf8" }).trim();
+}
+
+async function eventually(what, check, seconds = 20) {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const outcome = await check();
+    if (outcome) return outcome;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+test("a short session shows up in the context, the re-ranked list and PostgreSQL", async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      `--user-data-dir=${mkdtempSync(join(tmpdir(), "chromium-"))}`,
+    ],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    page.on("pageerror", (error) => assert.fail(`the page threw: ${error.message}`));
+    await page.goto(`${base}/demo/`);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.click("#new-user");
+    const user = Number(await page.inputValue("#user"));
+    await eventually("an empty context for the new user", async () =>
+      (await page.locator("#recent li").count()) === 0);
+    assert.match(await page.textContent("#rerank-note"), /No recent activity/);
+
+    const cards = await page.$$eval("[data-testid=product]", (all) =>
+      all.map((c) => ({ asin: c.dataset.asin, category: c.dataset.category })));
+    const browsed = cards[0].category;
+    const other = cards.find((c) => c.category !== browsed).category;
+    const ofBrowsed = cards.filter((c) => c.category === browsed);
+    const clicked = ofBrowsed.slice(0, 3);
+    const card = (asin) => page.locator(`[data-testid=product][data-asin="${asin}"]`);
+
+    for (const item of clicked) await card(item.asin).locator(".title").click();
+    await card(clicked[0].asin).locator("[data-action=add_to_cart]").click();
+    const bought = cards.find((c) => c.category === other);
+    await card(bought.asin).locator("[data-action=purchase]").click();
+    await eventually("five events in the log", async () =>
+      (await page.locator("#log li", { hasText: "✓" }).count()) === 5);
+
+    // The live context: newest first, counts by category.
+    await eventually("the context panel to show the session", async () =>
+      (await page.locator("#recent li").count()) === 5);
+    const counts = Object.fromEntries(await page.$$eval("#categories li", (rows) =>
+      rows.map((r) => [r.dataset.category, Number(r.dataset.count)])));
+    assert.deepEqual(counts, { [browsed]: 4, [other]: 1 });
+    assert.notEqual(await page.textContent("#last-active"), "never");
+
+    // The re-ranked list: an item of the browsed category that was not touched rises to the top,
+    // from further down the recommender's order, and the touched ones are not on top.
+    await eventually("the re-ranked list to follow the session", async () =>
+      (await page.textContent("#rerank-note")) === "");
+    const reranked = await page.$$eval("#reranked li", (rows) =>
+      rows.map((r) => ({ asin: r.dataset.asin, originalRank: Number(r.dataset.originalRank) })));
+    const category = new Map(cards.map((c) => [c.asin, c.category]));
+    const touched = new Set([...clicked.map((c) => c.asin), bought.asin]);
+    assert.equal(category.get(reranked[0].asin), browsed, JSON.stringify(reranked));
+    assert.ok(!touched.has(reranked[0].asin), "an untouched item leads");
+    assert.ok(reranked[0].originalRank > 0, "it rose from further down");
+    assert.ok(await page.locator("#reranked .up").count() > 0);
+
+    // PostgreSQL: the five events, once each, enriched.
+    const rows = await eventually("the events in PostgreSQL", async () => {
+      const out = sql(`SELECT event_type || ' ' || asin || ' ' || coalesce(metadata->>'category', '-') FROM interaction_logs WHERE user_id = ${user} ORDER BY ts`);
+      const lines = out ? out.split("\n") : [];
+      return lines.length === 5 ? lines : null;
+    });
+    assert.deepEqual(rows.map((r) => r.split(" ")[0]), ["click", "click", "click", "add_to_cart", "purchase"]);
+    assert.ok(rows.every((r) => !r.endsWith(" -")), "every row has its category");
+
+    await page.screenshot({ path: screenshot, fullPage: true });
+  } finally {
+    await browser.close();
+  }
+});
