@@ -1,0 +1,39 @@
+/**
+ * The bytes of one beacon or keepalive request. Browsers allow 64 KiB in flight for all of a page's
+ * beacons and keepalive fetches together; a request beyond what is left is refused.
+ */
+export const BEACON_MAX_BYTES = 60_000;
+/**
+ * `navigator.sendBeacon` posting `{"events": [...]}` as a `text/plain` Blob, which needs no CORS
+ * preflight (the service accepts `text/plain`). `undefined` where there is no sendBeacon.
+ */
+export function beaconSender(url) {
+    const nav = globalThis.navigator;
+    if (nav === undefined || typeof nav.sendBeacon !== 'function')
+        return undefined;
+    return (events) => nav.sendBeacon(url, new Blob([JSON.stringify({ events })], { type: 'text/plain' }));
+}
+/**
+ * Calls `onHide` when the page is hidden (`visibilitychange` to `hidden`, the last moment a page is
+ * sure to see on mobile) or unloaded (`pagehide`), where `document` and `window` exist. Returns the
+ * function that removes the listeners.
+ */
+export function watchPageHide(onHide) {
+    const doc = globalThis.document;
+    const win = globalThis.window;
+    const onVisibility = () => {
+        if (doc?.visibilityState === 'hidden')
+            onHide();
+    };
+    const onPageHide = () => onHide();
+    if (typeof doc?.addEventListener === 'function')
+        doc.addEventListener('visibilitychange', onVisibility);
+    if (typeof win?.addEventListener === 'function')
+        win.addEventListener('pagehide', onPageHide);
+    return () => {
+        if (typeof doc?.removeEventListener === 'function')
+            doc.removeEventListener('visibilitychange', onVisibility);
+        if (typeof win?.removeEventListener === 'function')
+            win.removeEventListener('pagehide', onPageHide);
+    };
+}

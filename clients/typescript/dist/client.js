@@ -1,0 +1,176 @@
+import { BEACON_MAX_BYTES, beaconSender, watchPageHide } from './beacon.js';
+import { EventDeliveryError, EventRejectedError } from './errors.js';
+import { EventQueue, MAX_BATCH_EVENTS } from './queue.js';
+import { isRetryableStatus, parseRetryAfter, retryDelay, sleep } from './retry.js';
+import { newEventId } from './uuid.js';
+const DEFAULTS = {
+    baseUrl: 'http://localhost:8000',
+    maxRetries: 5,
+    baseDelayMs: 200,
+    maxDelayMs: 10_000,
+    timeoutMs: 10_000,
+    maxBatch: 100,
+    flushIntervalMs: 1_000,
+    maxQueue: 10_000,
+};
+/** A client of the event-ingest service: single events, batches, and a batching queue. */
+export class EventClient {
+    baseUrl;
+    apiKey;
+    fetchImpl;
+    policy;
+    timeoutMs;
+    queue;
+    unwatch;
+    constructor(options = {}) {
+        this.baseUrl = (options.baseUrl ?? DEFAULTS.baseUrl).replace(/\/+$/, '');
+        this.apiKey = options.apiKey || undefined;
+        this.fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+        this.policy = {
+            maxRetries: Math.max(0, options.maxRetries ?? DEFAULTS.maxRetries),
+            baseDelayMs: Math.max(0, options.baseDelayMs ?? DEFAULTS.baseDelayMs),
+            maxDelayMs: Math.max(0, options.maxDelayMs ?? DEFAULTS.maxDelayMs),
+        };
+        this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
+        const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
+        this.queue = new EventQueue((events) => this.sendBatch(events), {
+            maxBatch,
+            flushIntervalMs: Math.max(0, options.flushIntervalMs ?? DEFAULTS.flushIntervalMs),
+            maxQueue: Math.max(maxBatch, Math.floor(options.maxQueue ?? DEFAULTS.maxQueue)),
+            retryLaterMs: this.policy.maxDelayMs,
+            onRejected: options.onRejected,
+            onDropped: options.onDropped,
+            onError: options.onError,
+        });
+        this.unwatch = options.flushOnPageHide === false ? () => undefined : watchPageHide(() => this.flushOnHide());
+    }
+    /**
+     * Sends one event now, as the seed's `logEvent` did, and resolves to the service's answer,
+     * `{"success": true, "message": "Event logged: view"}`. The event gets an `event_id`, so the
+     * retries (network errors, timeouts, 408, 429, 5xx; `Retry-After` honoured) store it once.
+     * Throws `EventRejectedError` on any other 4xx, `EventDeliveryError` when the retries run out.
+     */
+    logEvent(userId, asin, eventType, metadata) {
+        return this.send({ user_id: userId, asin, event_type: eventType, metadata });
+    }
+    /** `logEvent` for a whole event; an `event_id` is added when it has none. */
+    send(event) {
+        return this.post('/api/event', withId(event), this.policy.maxRetries);
+    }
+    /**
+     * Sends up to 500 events in one `POST /api/events`, with the same retries as `logEvent`, and
+     * resolves to the per-event results. Events without an `event_id` get one.
+     */
+    sendBatch(events) {
+        return this.post('/api/events', { events: events.map(withId) }, this.policy.maxRetries);
+    }
+    /**
+     * Queues an event for the next batch and returns its `event_id`. The queue is sent when
+     * `maxBatch` events wait, after `flushIntervalMs`, on `flush()`, and when the page is hidden.
+     */
+    track(userId, asin, eventType, metadata) {
+        const event = { user_id: userId, asin, event_type: eventType, event_id: newEventId() };
+        if (metadata !== undefined)
+            event.metadata = metadata;
+        this.queue.push(event);
+        return event.event_id;
+    }
+    /** Sends every queued event now; resolves when the service has answered for them (or gave up). */
+    flush() {
+        return this.queue.flush();
+    }
+    /**
+     * Hands the queue over to `navigator.sendBeacon` (or, with an API key, which a beacon cannot
+     * carry, to `fetch` with `keepalive`), as the page-hide listener does. Returns the number of
+     * events handed over; the rest (a beacon refused) stay queued for the next flush.
+     */
+    flushOnHide() {
+        return this.queue.flushOnUnload(this.unloadSender(), BEACON_MAX_BYTES);
+    }
+    /** Events queued and not yet answered for. */
+    get queueSize() {
+        return this.queue.size;
+    }
+    /** Stops the timers and page listeners and sends what is queued. */
+    close() {
+        this.unwatch();
+        this.queue.stop();
+        return this.queue.flush();
+    }
+    unloadSender() {
+        const beacon = this.apiKey === undefined ? beaconSender(`${this.baseUrl}/api/events`) : undefined;
+        return beacon ?? ((events) => this.post('/api/events', { events }, 0, true));
+    }
+    /** One POST with its retries; resolves to the parsed answer of a 2xx. */
+    async post(path, body, maxRetries, keepalive = false) {
+        const url = `${this.baseUrl}${path}`;
+        const headers = { 'Content-Type': 'application/json' };
+        if (this.apiKey !== undefined)
+            headers['X-API-Key'] = this.apiKey;
+        const init = { method: 'POST', headers, body: JSON.stringify(body) };
+        if (keepalive)
+            init.keepalive = true;
+        for (let attempt = 0;; attempt++) {
+            let failure;
+            try {
+                const { status, headers: answerHeaders, text } = await this.attempt(url, init);
+                if (status >= 200 && status < 300)
+                    return JSON.parse(text);
+                const detail = errorDetail(status, text);
+                if (!isRetryableStatus(status))
+                    throw new EventRejectedError(status, detail.error, detail);
+                failure = { status, code: detail.error.code, retryAfterMs: parseRetryAfter(answerHeaders.get('retry-after')) };
+            }
+            catch (error) {
+                if (error instanceof EventRejectedError)
+                    throw error;
+                failure = { cause: error }; // the network, a timeout, or an answer cut short
+            }
+            if (attempt >= maxRetries) {
+                const what = failure.status === undefined ? describe(failure.cause) : `HTTP ${failure.status} ${failure.code ?? ''}`.trim();
+                throw new EventDeliveryError(`POST ${path} failed after ${attempt + 1} attempt(s): ${what}`, attempt + 1, failure.status, failure.code, failure.cause);
+            }
+            await sleep(retryDelay(attempt, failure.retryAfterMs, this.policy));
+        }
+    }
+    /** One request, body read included, within `timeoutMs`. */
+    async attempt(url, init) {
+        const controller = new AbortController();
+        const timer = this.timeoutMs > 0 ? setTimeout(() => controller.abort(), this.timeoutMs) : undefined;
+        try {
+            const response = await this.fetchImpl(url, { ...init, signal: controller.signal });
+            return { status: response.status, headers: response.headers, text: await response.text() };
+        }
+        finally {
+            if (timer !== undefined)
+                clearTimeout(timer);
+        }
+    }
+}
+function withId(event) {
+    return event.event_id ? event : { ...event, event_id: newEventId() };
+}
+/** The error body of an answer, or one made up from the status when it is not the service's. */
+function errorDetail(status, text) {
+    try {
+        const body = JSON.parse(text);
+        const error = body?.error;
+        if (typeof error?.code === 'string') {
+            const detail = { code: error.code, message: error.message ?? error.code };
+            if (typeof error.field === 'string')
+                detail.field = error.field;
+            return { success: false, error: detail };
+        }
+    }
+    catch {
+        // not JSON: a proxy's page, say
+    }
+    return { success: false, error: { code: `http_${status}`, message: text.slice(0, 200) || `HTTP ${status}` } };
+}
+function describe(error) {
+    if (error instanceof Error) {
+        const cause = error.cause;
+        return cause instanceof Error ? `${error.message} (${cause.message})` : error.message;
+    }
+    return String(error);
+}

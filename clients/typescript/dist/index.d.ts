@@ -1,0 +1,33 @@
+/**
+ * Client of the event-ingest service.
+ *
+ *   import { logEvent } from '@event-ingest/client';
+ *   await logEvent(1, 'B08XXXX', 'view', { page: 'product_detail' });
+ */
+import { EventClient, type EventClientOptions } from './client.js';
+import type { EventType, FlushResult, LogEventResponse, Metadata } from './types.js';
+export { EventClient, type EventClientOptions } from './client.js';
+export { EventDeliveryError, EventRejectedError } from './errors.js';
+export { BEACON_MAX_BYTES } from './beacon.js';
+export { MAX_BATCH_EVENTS } from './queue.js';
+export { backoffDelay, isRetryableStatus, parseRetryAfter, retryDelay, type RetryPolicy } from './retry.js';
+export { newEventId } from './uuid.js';
+export { EVENT_TYPES, type ApiErrorBody, type ApiErrorDetail, type BatchResponse, type BatchResult, type EventPayload, type EventType, type FlushResult, type LogEventResponse, type Metadata, type QueuedEvent, type RejectedEvent, } from './types.js';
+/**
+ * Sets the options of the default client behind the module-level `logEvent`, `track` and
+ * `flush`, and returns it. A previous default client is closed (its queue sent).
+ */
+export declare function configure(options: EventClientOptions): EventClient;
+/** The default client, made with the default options on first use unless `configure` came first. */
+export declare function getClient(): EventClient;
+/**
+ * The seed's function, same signature and answer: posts one event to `/api/event` and resolves to
+ * the parsed JSON, `{"success": true, "message": "Event logged: view"}`. Unlike the seed it retries
+ * network errors, 408, 429 and 5xx with the same `event_id`, and it throws `EventRejectedError`
+ * on any other 4xx instead of resolving to the error body.
+ */
+export declare function logEvent(userId: number, asin: string, eventType: 'view' | 'click' | 'add_to_cart' | 'purchase' | 'rate', metadata?: Record<string, any>): Promise<LogEventResponse>;
+/** Queues an event on the default client; returns its `event_id`. */
+export declare function track(userId: number, asin: string, eventType: EventType, metadata?: Metadata): string;
+/** Sends the default client's queue now. */
+export declare function flush(): Promise<FlushResult>;

@@ -1,0 +1,231 @@
+import { BEACON_MAX_BYTES, beaconSender, watchPageHide } from './beacon.js';
+import { EventDeliveryError, EventRejectedError } from './errors.js';
+import { EventQueue, MAX_BATCH_EVENTS, type UnloadSender } from './queue.js';
+import { isRetryableStatus, parseRetryAfter, retryDelay, sleep, type RetryPolicy } from './retry.js';
+import type {
+  ApiErrorBody,
+  ApiErrorDetail,
+  BatchResponse,
+  EventPayload,
+  EventType,
+  FlushResult,
+  LogEventResponse,
+  Metadata,
+  QueuedEvent,
+} from './types.js';
+import { newEventId } from './uuid.js';
+
+export interface EventClientOptions {
+  /** Where the service is. Default `http://localhost:8000`. */
+  baseUrl?: string;
+  /** Sent as `X-API-Key` when the service has `API_KEYS` set. */
+  apiKey?: string;
+  /** The `fetch` to use. Default the global one. */
+  fetch?: typeof fetch;
+  /** Retries after the first attempt, on network errors, timeouts, 408, 429 and 5xx. Default 5. */
+  maxRetries?: number;
+  /** The first backoff step. Default 200 ms. */
+  baseDelayMs?: number;
+  /** The cap of the backoff (a `Retry-After` is honoured even when longer). Default 10,000 ms. */
+  maxDelayMs?: number;
+  /** The limit of one attempt, answer body included; 0 for none. Default 10,000 ms. */
+  timeoutMs?: number;
+  /** Queue: events per `POST /api/events`, 1 to 500; a full batch is sent at once. Default 100. */
+  maxBatch?: number;
+  /** Queue: how long a tracked event waits at most before it is sent. Default 1,000 ms. */
+  flushIntervalMs?: number;
+  /** Queue: events held at most; beyond it the oldest waiting ones are dropped. Default 10,000. */
+  maxQueue?: number;
+  /** Queue: flush with sendBeacon (or a keepalive fetch) when the page is hidden. Default true. */
+  flushOnPageHide?: boolean;
+  /** Queue: an event the service refused (invalid field, ...). It is not sent again. */
+  onRejected?: (event: QueuedEvent, error: ApiErrorDetail) => void;
+  /** Queue: events dropped because more than `maxQueue` were held. */
+  onDropped?: (events: QueuedEvent[]) => void;
+  /** Queue: a batch not delivered after all retries; its events stay queued for a later flush. */
+  onError?: (error: unknown, events: QueuedEvent[]) => void;
+}
+
+const DEFAULTS = {
+  baseUrl: 'http://localhost:8000',
+  maxRetries: 5,
+  baseDelayMs: 200,
+  maxDelayMs: 10_000,
+  timeoutMs: 10_000,
+  maxBatch: 100,
+  flushIntervalMs: 1_000,
+  maxQueue: 10_000,
+};
+
+/** A client of the event-ingest service: single events, batches, and a batching queue. */
+export class EventClient {
+  readonly baseUrl: string;
+  private readonly apiKey: string | undefined;
+  private readonly fetchImpl: typeof fetch;
+  private readonly policy: RetryPolicy;
+  private readonly timeoutMs: number;
+  private readonly queue: EventQueue;
+  private readonly unwatch: () => void;
+
+  constructor(options: EventClientOptions = {}) {
+    this.baseUrl = (options.baseUrl ?? DEFAULTS.baseUrl).replace(/\/+$/, '');
+    this.apiKey = options.apiKey || undefined;
+    this.fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.policy = {
+      maxRetries: Math.max(0, options.maxRetries ?? DEFAULTS.maxRetries),
+      baseDelayMs: Math.max(0, options.baseDelayMs ?? DEFAULTS.baseDelayMs),
+      maxDelayMs: Math.max(0, options.maxDelayMs ?? DEFAULTS.maxDelayMs),
+    };
+    this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
+    const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
+    this.queue = new EventQueue((events) => this.sendBatch(events), {
+      maxBatch,
+      flushIntervalMs: Math.max(0, options.flushIntervalMs ?? DEFAULTS.flushIntervalMs),
+      maxQueue: Math.max(maxBatch, Math.floor(options.maxQueue ?? DEFAULTS.maxQueue)),
+      retryLaterMs: this.policy.maxDelayMs,
+      onRejected: options.onRejected,
+      onDropped: options.onDropped,
+      onError: options.onError,
+    });
+    this.unwatch = options.flushOnPageHide === false ? () => undefined : watchPageHide(() => this.flushOnHide());
+  }
+
+  /**
+   * Sends one event now, as the seed's `logEvent` did, and resolves to the service's answer,
+   * `{"success": true, "message": "Event logged: view"}`. The event gets an `event_id`, so the
+   * retries (network errors, timeouts, 408, 429, 5xx; `Retry-After` honoured) store it once.
+   * Throws `EventRejectedError` on any other 4xx, `EventDeliveryError` when the retries run out.
+   */
+  logEvent(userId: number, asin: string, eventType: EventType, metadata?: Metadata): Promise<LogEventResponse> {
+    return this.send({ user_id: userId, asin, event_type: eventType, metadata });
+  }
+
+  /** `logEvent` for a whole event; an `event_id` is added when it has none. */
+  send(event: EventPayload): Promise<LogEventResponse> {
+    return this.post<LogEventResponse>('/api/event', withId(event), this.policy.maxRetries);
+  }
+
+  /**
+   * Sends up to 500 events in one `POST /api/events`, with the same retries as `logEvent`, and
+   * resolves to the per-event results. Events without an `event_id` get one.
+   */
+  sendBatch(events: EventPayload[]): Promise<BatchResponse> {
+    return this.post<BatchResponse>('/api/events', { events: events.map(withId) }, this.policy.maxRetries);
+  }
+
+  /**
+   * Queues an event for the next batch and returns its `event_id`. The queue is sent when
+   * `maxBatch` events wait, after `flushIntervalMs`, on `flush()`, and when the page is hidden.
+   */
+  track(userId: number, asin: string, eventType: EventType, metadata?: Metadata): string {
+    const event: QueuedEvent = { user_id: userId, asin, event_type: eventType, event_id: newEventId() };
+    if (metadata !== undefined) event.metadata = metadata;
+    this.queue.push(event);
+    return event.event_id;
+  }
+
+  /** Sends every queued event now; resolves when the service has answered for them (or gave up). */
+  flush(): Promise<FlushResult> {
+    return this.queue.flush();
+  }
+
+  /**
+   * Hands the queue over to `navigator.sendBeacon` (or, with an API key, which a beacon cannot
+   * carry, to `fetch` with `keepalive`), as the page-hide listener does. Returns the number of
+   * events handed over; the rest (a beacon refused) stay queued for the next flush.
+   */
+  flushOnHide(): number {
+    return this.queue.flushOnUnload(this.unloadSender(), BEACON_MAX_BYTES);
+  }
+
+  /** Events queued and not yet answered for. */
+  get queueSize(): number {
+    return this.queue.size;
+  }
+
+  /** Stops the timers and page listeners and sends what is queued. */
+  close(): Promise<FlushResult> {
+    this.unwatch();
+    this.queue.stop();
+    return this.queue.flush();
+  }
+
+  private unloadSender(): UnloadSender {
+    const beacon = this.apiKey === undefined ? beaconSender(`${this.baseUrl}/api/events`) : undefined;
+    return beacon ?? ((events) => this.post<BatchResponse>('/api/events', { events }, 0, true));
+  }
+
+  /** One POST with its retries; resolves to the parsed answer of a 2xx. */
+  private async post<T>(path: string, body: unknown, maxRetries: number, keepalive = false): Promise<T> {
+    const url = `${this.baseUrl}${path}`;
+    const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+    if (this.apiKey !== undefined) headers['X-API-Key'] = this.apiKey;
+    const init: RequestInit = { method: 'POST', headers, body: JSON.stringify(body) };
+    if (keepalive) init.keepalive = true;
+
+    for (let attempt = 0; ; attempt++) {
+      let failure: { status?: number; code?: string; retryAfterMs?: number; cause?: unknown };
+      try {
+        const { status, headers: answerHeaders, text } = await this.attempt(url, init);
+        if (status >= 200 && status < 300) return JSON.parse(text) as T;
+        const detail = errorDetail(status, text);
+        if (!isRetryableStatus(status)) throw new EventRejectedError(status, detail.error, detail);
+        failure = { status, code: detail.error.code, retryAfterMs: parseRetryAfter(answerHeaders.get('retry-after')) };
+      } catch (error) {
+        if (error instanceof EventRejectedError) throw error;
+        failure = { cause: error }; // the network, a timeout, or an answer cut short
+      }
+      if (attempt >= maxRetries) {
+        const what = failure.status === undefined ? describe(failure.cause) : `HTTP ${failure.status} ${failure.code ?? ''}`.trim();
+        throw new EventDeliveryError(
+          `POST ${path} failed after ${attempt + 1} attempt(s): ${what}`,
+          attempt + 1,
+          failure.status,
+          failure.code,
+          failure.cause,
+        );
+      }
+      await sleep(retryDelay(attempt, failure.retryAfterMs, this.policy));
+    }
+  }
+
+  /** One request, body read included, within `timeoutMs`. */
+  private async attempt(url: string, init: RequestInit): Promise<{ status: number; headers: Headers; text: string }> {
+    const controller = new AbortController();
+    const timer = this.timeoutMs > 0 ? setTimeout(() => controller.abort(), this.timeoutMs) : undefined;
+    try {
+      const response = await this.fetchImpl(url, { ...init, signal: controller.signal });
+      return { status: response.status, headers: response.headers, text: await response.text() };
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+}
+
+function withId<E extends EventPayload>(event: E): E & { event_id: string } {
+  return event.event_id ? (event as E & { event_id: string }) : { ...event, event_id: newEventId() };
+}
+
+/** The error body of an answer, or one made up from the status when it is not the service's. */
+function errorDetail(status: number, text: string): ApiErrorBody {
+  try {
+    const body = JSON.parse(text) as { error?: Partial<ApiErrorDetail> } | null;
+    const error = body?.error;
+    if (typeof error?.code === 'string') {
+      const detail: ApiErrorDetail = { code: error.code, message: error.message ?? error.code };
+      if (typeof error.field === 'string') detail.field = error.field;
+      return { success: false, error: detail };
+    }
+  } catch {
+    // not JSON: a proxy's page, say
+  }
+  return { success: false, error: { code: `http_${status}`, message: text.slice(0, 200) || `HTTP ${status}` } };
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = (error as { cause?: unknown }).cause;
+    return cause instanceof Error ? `${error.message} (${cause.message})` : error.message;
+  }
+  return String(error);
+}

@@ -1,0 +1,72 @@
+/** The five interactions the service records. */
+export type EventType = 'view' | 'click' | 'add_to_cart' | 'purchase' | 'rate';
+
+export const EVENT_TYPES: readonly EventType[] = ['view', 'click', 'add_to_cart', 'purchase', 'rate'];
+
+/** Free-form event details: a JSON object of at most 8 KiB, 8 levels deep, 128 keys. */
+export type Metadata = Record<string, any>;
+
+/** One event as the service takes it (`POST /api/event`, or one element of `POST /api/events`). */
+export interface EventPayload {
+  user_id: number;
+  asin: string;
+  event_type: EventType;
+  metadata?: Metadata;
+  /** The idempotency key: a retry with the same id is stored and counted once. */
+  event_id?: string;
+}
+
+/** An event with its client-generated id, as held in the queue. */
+export interface QueuedEvent extends EventPayload {
+  event_id: string;
+}
+
+/** The answer to `POST /api/event`: exactly `{"success": true, "message": "Event logged: view"}`. */
+export interface LogEventResponse {
+  success: true;
+  message: string;
+}
+
+/** What is wrong, in every error answer and in every rejected result of a batch. */
+export interface ApiErrorDetail {
+  code: string;
+  message: string;
+  /** The offending field, when one is to blame. */
+  field?: string;
+}
+
+/** Every error answer: `{"success": false, "error": {"code", "message", "field"?}}`. */
+export interface ApiErrorBody {
+  success: false;
+  error: ApiErrorDetail;
+}
+
+export type BatchResult =
+  | { index: number; status: 'accepted'; event_id: string }
+  | { index: number; status: 'rejected'; error: ApiErrorDetail };
+
+/** The answer to `POST /api/events`: each event accepted or rejected on its own. */
+export interface BatchResponse {
+  success: true;
+  accepted: number;
+  rejected: number;
+  results: BatchResult[];
+}
+
+/** An event of the queue that the service refused, and why. */
+export interface RejectedEvent {
+  event: QueuedEvent;
+  error: ApiErrorDetail;
+}
+
+/** What one `flush()` did. */
+export interface FlushResult {
+  /** Events the service accepted (stored once each, whatever the retries). */
+  accepted: number;
+  /** Events the service refused; also reported one by one to `onRejected`. */
+  rejected: RejectedEvent[];
+  /** Events still queued when the flush ended (tracked meanwhile, or kept after a failed delivery). */
+  pending: number;
+  /** Set when a batch could not be delivered after all retries; its events are kept in the queue. */
+  error?: unknown;
+}
