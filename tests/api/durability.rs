@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{ITEMS, Proxy, TestApp, postgres_address, redis_address, through};
+use crate::helpers::{ITEMS, TestApp};
 
 /// What a stream of events saw: the ids that got a 200, and every status.
 #[derive(Default)]
@@ -66,11 +66,7 @@ async fn assert_stored_exactly_once(app: &TestApp, acked: &[Uuid]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_for_30_seconds_under_load_loses_nothing() {
-    let proxy = Proxy::start(postgres_address()).await;
-    let app = TestApp::spawn_with(|s| {
-        s.database.database_url = through(&proxy, &s.database.database_url)
-    })
-    .await;
+    let (app, proxy) = TestApp::behind_postgres_proxy(|_| {}).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = stream_until(&app, 8, stop.clone());
     let outage = async {
@@ -103,8 +99,7 @@ async fn postgres_down_for_30_seconds_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_under_load_still_answers_200_and_postgres_gets_everything() {
-    let proxy = Proxy::start(redis_address()).await;
-    let app = TestApp::spawn_with(|s| s.redis_url = format!("redis://{}", proxy.address)).await;
+    let (app, proxy) = TestApp::behind_redis_proxy().await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = stream_until(&app, 8, stop.clone());
     let outage = async {

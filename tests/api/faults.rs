@@ -5,9 +5,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{
-    DEAD_REDIS_URL, ITEMS, Proxy, TestApp, eventually, postgres_address, redis_address, through,
-};
+use crate::helpers::{DEAD_REDIS_URL, ITEMS, TestApp, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_unreachable_events_still_get_200_and_reach_postgres() {
@@ -49,11 +47,7 @@ async fn stored_ids(app: &TestApp) -> Vec<Uuid> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_cut_under_a_stream_loses_nothing_and_duplicates_nothing() {
-    let proxy = Proxy::start(postgres_address()).await;
-    let app = TestApp::spawn_with(|s| {
-        s.database.database_url = through(&proxy, &s.database.database_url)
-    })
-    .await;
+    let (app, proxy) = TestApp::behind_postgres_proxy(|_| {}).await;
     let mut sent = post_stream(&app, 31, 60).await;
     proxy.cut();
     sent.extend(post_stream(&app, 31, 120).await);
@@ -76,11 +70,7 @@ async fn postgres_cut_under_a_stream_loses_nothing_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_catalogue_lookup_still_gives_an_enriched_row() {
-    let proxy = Proxy::start(postgres_address()).await;
-    let app = TestApp::spawn_with(|s| {
-        s.database.database_url = through(&proxy, &s.database.database_url)
-    })
-    .await;
+    let (app, proxy) = TestApp::behind_postgres_proxy(|_| {}).await;
     proxy.cut();
     let (asin, category, brand) = ITEMS[2];
     assert_eq!(app.post_event(41, asin, "view").await, 200);
@@ -101,12 +91,7 @@ async fn a_failed_catalogue_lookup_still_gives_an_enriched_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_journal_answers_503_with_retry_after_and_keeps_what_it_accepted() {
-    let proxy = Proxy::start(postgres_address()).await;
-    let app = TestApp::spawn_with(|s| {
-        s.database.database_url = through(&proxy, &s.database.database_url);
-        s.journal_max_bytes = 4096;
-    })
-    .await;
+    let (app, proxy) = TestApp::behind_postgres_proxy(|s| s.journal_max_bytes = 4096).await;
     // Warm the catalogue cache, then stop the writer's progress.
     assert_eq!(app.post_event(51, ITEMS[0].0, "view").await, 200);
     app.wait_for_rows(1).await;
@@ -153,11 +138,7 @@ async fn a_full_journal_answers_503_with_retry_after_and_keeps_what_it_accepted(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_item_comes_from_the_cache_while_postgres_is_down() {
-    let proxy = Proxy::start(postgres_address()).await;
-    let app = TestApp::spawn_with(|s| {
-        s.database.database_url = through(&proxy, &s.database.database_url)
-    })
-    .await;
+    let (app, proxy) = TestApp::behind_postgres_proxy(|_| {}).await;
     let (asin, category, _) = ITEMS[3];
     assert_eq!(app.post_event(61, asin, "view").await, 200);
     proxy.cut();
@@ -174,8 +155,7 @@ async fn a_known_item_comes_from_the_cache_while_postgres_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_back_after_an_outage_is_used_again_without_a_restart() {
-    let proxy = Proxy::start(redis_address()).await;
-    let app = TestApp::spawn_with(|s| s.redis_url = format!("redis://{}", proxy.address)).await;
+    let (app, proxy) = TestApp::behind_redis_proxy().await;
     assert_eq!(app.post_event(71, ITEMS[0].0, "view").await, 200);
     proxy.cut();
     assert_eq!(app.post_event(71, ITEMS[1].0, "view").await, 200);

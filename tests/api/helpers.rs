@@ -141,6 +141,24 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// The app reaching PostgreSQL through a proxy the test can cut.
+    pub async fn behind_postgres_proxy(adjust: impl FnOnce(&mut Settings)) -> (Self, Proxy) {
+        let proxy = Proxy::start(postgres_address()).await;
+        let app = Self::spawn_with(|s| {
+            s.database.database_url = through(&proxy, &s.database.database_url);
+            adjust(s);
+        })
+        .await;
+        (app, proxy)
+    }
+
+    /// The app reaching Redis through a proxy the test can cut.
+    pub async fn behind_redis_proxy() -> (Self, Proxy) {
+        let proxy = Proxy::start(redis_address()).await;
+        let app = Self::spawn_with(|s| s.redis_url = format!("redis://{}", proxy.address)).await;
+        (app, proxy)
+    }
+
     /// Starts the app with the test settings, adjusted by `adjust`, and a small catalogue.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let database = TestDatabase::new();
