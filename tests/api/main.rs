@@ -7,7 +7,7 @@ mod edge;
 mod faults;
 mod helpers;
 mod ingest;
+mod process;
 mod rerank;
-mod shutdown;
 mod validation;
 mod verify;

@@ -1,9 +1,10 @@
-//! Stopping the real binary with SIGTERM while events wait to be written.
+//! The real binary as a process: SIGTERM with a backlog, start-up errors, its logs.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::process::Child;
 
 use crate::helpers::{ITEMS, REDIS_URL, TestDatabase, eventually};
 
@@ -15,30 +16,67 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `event-ingest serve` with `env`, listening (this waits until it answers).
+struct Service {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Service {
+    async fn start(env: &[(&str, String)], stderr: Stdio) -> Self {
+        let port = free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-ingest"))
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let service = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        eventually("the service to listen", || async {
+            let health = format!("{}/health/live", service.base);
+            service.http.get(health).send().await.is_ok()
+        })
+        .await;
+        service
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_backlog_exits_only_after_storing_every_accepted_event() {
     let database = TestDatabase::new();
     let journal = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-ingest"))
-        .arg("serve")
-        .env("DATABASE_URL", &database.url)
-        .env("REDIS_URL", REDIS_URL)
-        .env("REDIS_KEY_PREFIX", format!("test:{}:", database.name))
-        .env("JOURNAL_DIR", journal.path())
-        .env("PORT", port.to_string())
-        // Batches that would wait a minute to fill: the events sit in the journal until SIGTERM.
-        .env("BATCH_SIZE", "50000")
-        .env("BATCH_INTERVAL_MS", "60000")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually("the service to listen", || async {
-        http.get(format!("{base}/health/live")).send().await.is_ok()
-    })
+    let mut service = Service::start(
+        &[
+            ("DATABASE_URL", database.url.clone()),
+            ("REDIS_URL", REDIS_URL.to_owned()),
+            ("REDIS_KEY_PREFIX", format!("test:{}:", database.name)),
+            ("JOURNAL_DIR", journal.path().display().to_string()),
+            // Batches that would wait a minute to fill: the events sit in the journal until SIGTERM.
+            ("BATCH_SIZE", "50000".to_owned()),
+            ("BATCH_INTERVAL_MS", "60000".to_owned()),
+        ],
+        Stdio::inherit(),
+    )
     .await;
+    let (http, base) = (service.http.clone(), service.base.clone());
 
     let posts = (0..200).map(|i| {
         let http = http.clone();
@@ -64,12 +102,8 @@ async fn sigterm_with_a_backlog_exits_only_after_storing_every_accepted_event() 
         "the backlog is still waiting when SIGTERM comes"
     );
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    service.terminate();
+    let status = tokio::time::timeout(Duration::from_secs(30), service.child.wait())
         .await
         .expect("exits in time")
         .unwrap();
@@ -107,25 +141,18 @@ async fn json_logs_carry_the_request_id_and_never_a_password() {
     // The same database through a URL with a password (trust authentication ignores it).
     let with_password = database.url.replace("postgres@", "postgres:hunter2@");
     let journal = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-ingest"))
-        .arg("serve")
-        .env("DATABASE_URL", &with_password)
-        .env("REDIS_URL", "redis://:sesame@127.0.0.1:9")
-        .env("JOURNAL_DIR", journal.path())
-        .env("PORT", port.to_string())
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually("the service to listen", || async {
-        http.get(format!("{base}/health/live")).send().await.is_ok()
-    })
+    let service = Service::start(
+        &[
+            ("DATABASE_URL", with_password),
+            ("REDIS_URL", "redis://:sesame@127.0.0.1:9".to_owned()),
+            ("JOURNAL_DIR", journal.path().display().to_string()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ],
+        Stdio::piped(),
+    )
     .await;
+    let (http, base) = (service.http.clone(), service.base.clone());
     // Redis is down: the request logs a warning inside its span.
     let body = json!({"user_id": 3, "asin": ITEMS[0].0, "event_type": "view"});
     let response = http
@@ -139,11 +166,8 @@ async fn json_logs_carry_the_request_id_and_never_a_password() {
         .to_str()
         .unwrap()
         .to_owned();
-    Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+    service.terminate();
+    let output = tokio::time::timeout(Duration::from_secs(30), service.child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
