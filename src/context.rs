@@ -8,7 +8,7 @@
 //! | `user:{id}:recent_categories` | Hash | category → interaction count |
 //! | `user:{id}:last_active` | String | RFC 3339 time of the last event |
 //!
-//! A fourth key, `user:{id}:event_ids` (a sorted set of the client's event ids within the TTL),
+//! A fourth key, `user:{id}:event_ids` (a sorted set of the user's last client event ids),
 //! exists only for clients that send their own `event_id`: it makes a retried event count once.
 //!
 //! Updates are one Lua script call: one round trip, and no reader ever sees half an update. The
