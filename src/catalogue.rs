@@ -99,7 +99,7 @@ impl Catalogue {
     /// Looks one item up; concurrent lookups of the same missing item share one query.
     pub async fn lookup(&self, asin: &Asin) -> Lookup {
         let fetch = async {
-            let found = self.fetch(std::slice::from_ref(asin)).await?;
+            let found = self.fetch(std::slice::from_ref(asin), self.timeout).await?;
             Ok::<_, String>(found.into_values().next())
         };
         match self.cache.try_get_with_by_ref(asin, fetch).await {
@@ -117,6 +117,16 @@ impl Catalogue {
 
     /// Looks many items up with at most one query, for the cache misses among them.
     pub async fn lookup_many(&self, asins: &[Asin]) -> HashMap<Asin, Lookup> {
+        self.lookup_many_within(asins, self.timeout).await
+    }
+
+    /// [`Catalogue::lookup_many`] with a deadline of the caller's (the background writer waits
+    /// longer than a request may).
+    pub async fn lookup_many_within(
+        &self,
+        asins: &[Asin],
+        timeout: Duration,
+    ) -> HashMap<Asin, Lookup> {
         let mut found = HashMap::with_capacity(asins.len());
         let mut missing = Vec::new();
         for asin in asins {
@@ -134,7 +144,7 @@ impl Catalogue {
         }
         missing.sort_unstable();
         missing.dedup();
-        match self.fetch(&missing).await {
+        match self.fetch(&missing, timeout).await {
             Ok(mut fetched) => {
                 for asin in missing {
                     let entry = fetched.remove(&asin);
@@ -155,14 +165,18 @@ impl Catalogue {
         found
     }
 
-    async fn fetch(&self, asins: &[Asin]) -> Result<HashMap<Asin, Arc<ItemInfo>>, String> {
+    async fn fetch(
+        &self,
+        asins: &[Asin],
+        timeout: Duration,
+    ) -> Result<HashMap<Asin, Arc<ItemInfo>>, String> {
         let keys: Vec<&str> = asins.iter().map(Asin::as_str).collect();
         let query = sqlx::query_as::<_, (String, Option<String>, Option<String>)>(LOOKUP_SQL)
             .bind(&keys)
             .fetch_all(&self.pool);
-        let rows = tokio::time::timeout(self.timeout, query)
+        let rows = tokio::time::timeout(timeout, query)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            .map_err(|_| format!("no answer within {timeout:?}"))?
             .map_err(|error| error.to_string())?;
         Ok(rows
             .into_iter()

@@ -245,6 +245,11 @@ async fn batch_updates(redis: Arc<Redis>, mut jobs: mpsc::UnboundedReceiver<Job>
                 Err(_) => break,
             }
         }
+        // Requests that gave up waiting (their deadline passed) are not sent late.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let mut invocation = redis.script.prepare_invoke();
         invocation
             .arg(redis.config.ttl.as_secs().max(1))
@@ -255,14 +260,9 @@ async fn batch_updates(redis: Arc<Redis>, mut jobs: mpsc::UnboundedReceiver<Job>
             invocation.key(&update.keys).arg(&update.args);
         }
         let mut connection = redis.connection.clone();
-        let outcome: Result<Vec<i64>, ContextError> = match redis.check_breaker("record") {
-            Ok(()) => {
-                redis
-                    .call("record", invocation.invoke_async(&mut connection))
-                    .await
-            }
-            Err(error) => Err(error),
-        };
+        let outcome: Result<Vec<i64>, ContextError> = redis
+            .call("record", invocation.invoke_async(&mut connection))
+            .await;
         let mut applied = outcome.map(|flags| flags.into_iter().map(|flag| flag == 1));
         for job in batch {
             let answer = match &mut applied {

@@ -28,19 +28,15 @@ pub struct Ingest {
 pub enum Refusal {
     /// `--unknown-items reject` and the catalogue does not know the item.
     UnknownItem(Asin),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error(transparent)]
-    Journal(#[from] AppendError),
+    /// `--unknown-items reject` and the catalogue cannot tell now: try again later.
+    CatalogueUnavailable,
 }
 
 impl Ingest {
     /// Accepts `events` as one group: afterwards each is either durable (and in the user's
     /// context, unless Redis failed) or refused with a reason. The whole group fails only if the
     /// journal cannot take it.
-    pub async fn accept(&self, events: &[Event]) -> Result<Vec<Result<(), Refusal>>, IngestError> {
+    pub async fn accept(&self, events: &[Event]) -> Result<Vec<Result<(), Refusal>>, AppendError> {
         let lookups = self.lookup(events).await;
         let outcomes: Vec<Result<(), Refusal>> = events
             .iter()
@@ -49,6 +45,7 @@ impl Ingest {
                 (UnknownItems::Reject, Lookup::Unknown) => {
                     Err(Refusal::UnknownItem(event.asin.clone()))
                 }
+                (UnknownItems::Reject, Lookup::Unavailable) => Err(Refusal::CatalogueUnavailable),
                 _ => Ok(()),
             })
             .collect();

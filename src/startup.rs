@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -101,7 +101,9 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish,
-    /// and writes everything the journal holds to PostgreSQL before returning.
+    /// and writes everything the journal holds to PostgreSQL before returning. Both steps share
+    /// one deadline, `--shutdown-timeout-secs` after the signal; what is not written by then stays
+    /// in the journal for the next start.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -111,14 +113,27 @@ impl Application {
         tracing::info!(%address, "listening");
 
         let limits = self.settings.connection_limits();
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        let shutdown = {
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                let _ = signalled.set(Instant::now());
+            }
+        };
         server::serve(self.listener, self.router, limits, shutdown, timeout).await;
+        let deadline = *signalled.get_or_init(Instant::now) + timeout;
 
         self.journal.close().await;
         tracing::info!(
             bytes = self.journal.used_bytes(),
             "writing the journal's backlog to PostgreSQL"
         );
-        if self.writer.drain(timeout).await {
+        if self
+            .writer
+            .drain(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
             tracing::info!("all accepted events are stored; bye");
         } else {
             tracing::warn!(

@@ -110,15 +110,19 @@ impl AccessControl {
         Ok(Some(key))
     }
 
+    /// The client's address: the peer's, or behind a trusted proxy, the last `X-Forwarded-For`
+    /// entry, the one that proxy added (the entries before it are the client's own word).
     fn client_address(&self, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
         if self.trust_forwarded_for
-            && let Some(first) = headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+            && let Some(last) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
                 .and_then(|v| v.trim().parse().ok())
         {
-            return first;
+            return last;
         }
         peer.ip()
     }

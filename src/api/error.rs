@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::event::{InvalidEvent, ParseError};
-use crate::ingest::{IngestError, Refusal};
+use crate::ingest::Refusal;
 use crate::journal::AppendError;
 
 /// Seconds a client is asked to wait when the service is overloaded.
@@ -185,15 +185,16 @@ impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
             Refusal::UnknownItem(asin) => ApiError::UnknownItem(asin.to_string()),
+            Refusal::CatalogueUnavailable => ApiError::Unavailable,
         }
     }
 }
 
-impl From<IngestError> for ApiError {
-    fn from(error: IngestError) -> Self {
+impl From<AppendError> for ApiError {
+    fn from(error: AppendError) -> Self {
         match error {
-            IngestError::Journal(AppendError::Full { .. }) => ApiError::Overloaded,
-            IngestError::Journal(error) => {
+            AppendError::Full { .. } => ApiError::Overloaded,
+            error => {
                 tracing::error!(%error, "an event could not be made durable");
                 ApiError::Unavailable
             }

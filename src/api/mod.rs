@@ -71,7 +71,9 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .route("/api/events", post(events::log_events))
         .route("/api/rerank", post(rerank::rerank))
         .route("/api/users/{user_id}/context", get(users::context))
-        .route_layer(middleware::from_fn_with_state(edge.access, access::check));
+        .route_layer(middleware::from_fn_with_state(edge.access, access::check))
+        // Only the API is capped: health checks and metrics must answer when it is busy.
+        .layer(middleware::from_fn_with_state(edge.limits, limits::enforce));
     let demo = match &edge.demo {
         Some(root) => demo::routes(root),
         None => Router::new(),
@@ -86,7 +88,6 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(middleware::from_fn_with_state(edge.limits, limits::enforce))
         .layer(MapRequestBodyLayer::new(Body::new))
         .layer(RequestBodyTimeoutLayer::new(edge.body_timeout))
         .layer(cors(&edge.cors_origins))

@@ -5,7 +5,8 @@
 //! load the cost of a flush is spread over every request that arrived during the previous one.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -55,10 +56,13 @@ struct Segment {
 }
 
 impl Segment {
+    /// Starts segment `id`. A file of that name can only be left over from a creation that failed
+    /// half-way (ids only grow), so it is emptied.
     fn create(shared: &Shared, id: u64) -> io::Result<Self> {
         let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
             .open(shared.segment_path(id))?;
         sync_dir(&shared.dir)?;
         shared.segments.lock().unwrap().insert(id, 0);
@@ -177,12 +181,9 @@ impl Appender {
             self.rotate()?;
         }
         if let Err(error) = self.write_and_sync() {
-            // Cut whatever part of the group reached the file, so the segment stays whole records.
-            if self.segment.file.set_len(self.segment.len).is_err() {
-                // The segment cannot be mended: close it at its last good length and go on in a
-                // new one. Recovery cuts the stray bytes at the next start.
-                let _ = self.rotate();
-            }
+            // Cut whatever part of the group reached the file. Should that fail too, no harm:
+            // writes go at the segment's length, so the next group overwrites the stray bytes.
+            let _ = self.segment.file.set_len(self.segment.len);
             return Err(error);
         }
         self.segment.len += len;
@@ -191,7 +192,9 @@ impl Appender {
     }
 
     fn write_and_sync(&mut self) -> io::Result<()> {
-        self.segment.file.write_all(&self.buffer)?;
+        self.segment
+            .file
+            .write_all_at(&self.buffer, self.segment.len)?;
         match self.sync {
             SyncPolicy::Always => self.segment.file.sync_data(),
             SyncPolicy::Interval(_) => {
@@ -215,6 +218,8 @@ impl Appender {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        // Leave the segment at its last whole record, even after a failed write.
+        let _ = self.segment.file.set_len(self.segment.len);
         self.segment.file.sync_data()?;
         self.unsynced_since = None;
         self.segment = Segment::create(&self.shared, self.segment.id + 1)?;
@@ -222,11 +227,16 @@ impl Appender {
         Ok(())
     }
 
+    /// Flushes what awaits a flush; after a failure it is due again one interval later.
     fn flush_quietly(&mut self) {
-        if self.unsynced_since.take().is_some()
-            && let Err(error) = self.segment.file.sync_data()
-        {
-            tracing::error!(%error, "journal flush failed");
+        if self.unsynced_since.is_some() {
+            match self.segment.file.sync_data() {
+                Ok(()) => self.unsynced_since = None,
+                Err(error) => {
+                    tracing::error!(%error, "journal flush failed; trying again after the interval");
+                    self.unsynced_since = Some(Instant::now());
+                }
+            }
         }
     }
 }

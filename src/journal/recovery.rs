@@ -28,6 +28,7 @@ pub struct RecoveryReport {
 }
 
 pub(super) fn recover(dir: &Path) -> io::Result<RecoveryReport> {
+    remove_unfinished_rewrites(dir)?;
     let ids = segment_ids(dir)?;
     let last = ids.last().copied();
     let mut report = RecoveryReport::default();
@@ -93,6 +94,18 @@ fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// A `*.rewrite` file is a rewrite a crash interrupted: its segment was not replaced, and is
+/// recovered again.
+fn remove_unfinished_rewrites(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rewrite") {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the segment at `path` with `data`, atomically.

@@ -17,6 +17,10 @@ use uuid::Uuid;
 use crate::catalogue::{Catalogue, ItemInfo, Lookup};
 use crate::event::{Asin, Event};
 
+/// How long the writer waits for the catalogue: far longer than a request may, since a batch
+/// that cannot be enriched cannot be written.
+const CATALOGUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Users remembered as present in `users`.
 const KNOWN_USERS: u64 = 100_000;
 
@@ -61,7 +65,10 @@ impl BatchWriter {
     /// creates every user and item the batch names instead of trusting what is remembered.
     pub async fn write(&self, events: &[Event], thorough: bool) -> Result<u64, BatchError> {
         let asins: Vec<Asin> = events.iter().map(|e| e.asin.clone()).collect();
-        let lookups = self.catalogue.lookup_many(&asins).await;
+        let lookups = self
+            .catalogue
+            .lookup_many_within(&asins, CATALOGUE_TIMEOUT)
+            .await;
         if lookups.values().any(|l| *l == Lookup::Unavailable) {
             return Err(BatchError::CatalogueUnavailable);
         }

@@ -8,7 +8,9 @@
 //! crash) store each event once. Only after the commit is the journal space released.
 //!
 //! A batch that fails for a passing reason (connection lost, server restarting) is retried with
-//! backoff, forever: nothing leaves the journal unwritten. An event PostgreSQL refuses for its
+//! backoff, forever: nothing leaves the journal unwritten. So is a batch that fails for a reason
+//! nobody foresaw (a dropped table, say): the writer stops there, loudly (errors in the log,
+//! `writer_failures_total`, the journal growing) rather than divert events an operator can mend. An event PostgreSQL refuses for its
 //! content (it should not happen: the endpoint validates) is found by writing the batch one event
 //! at a time, set aside in the journal's quarantine with the reason, and the rest go on.
 
@@ -36,7 +38,8 @@ pub struct WriterConfig {
     pub retry: RetryPolicy,
 }
 
-/// The running writer. Dropping it leaves the task running; call [`WriterHandle::drain`].
+/// The running writer. Dropping it stops the writer (the journal keeps what is unwritten); call
+/// [`WriterHandle::drain`] to write everything first.
 pub struct WriterHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<JournalReader>,
@@ -111,8 +114,8 @@ struct Batch {
 
 /// A batch being written by a task of its own; aborted if dropped (a drain that timed out).
 struct InFlight {
+    batch: Arc<Batch>,
     task: JoinHandle<()>,
-    end: Position,
 }
 
 impl Drop for InFlight {
@@ -126,8 +129,9 @@ impl Writer {
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
             while in_flight.front().is_some_and(|b| b.task.is_finished()) {
-                let done = in_flight.pop_front().expect("checked");
-                self.release(done.end);
+                let mut done = in_flight.pop_front().expect("checked");
+                let outcome = (&mut done.task).await;
+                self.settle(done, outcome, &mut in_flight);
             }
             let stopping = *self.stopping.borrow();
             let room = in_flight.len() < self.config.parallel_batches;
@@ -136,30 +140,61 @@ impl Writer {
             }
             if room && self.reader.has_unread() {
                 if let Some(batch) = self.gather().await {
-                    let storer = self.storer.clone();
-                    let end = batch.end;
-                    let task =
-                        tokio::spawn(async move { storer.write_until_stored(&batch.events).await });
-                    in_flight.push_back(InFlight { task, end });
+                    in_flight.push_back(self.spawn(Arc::new(batch), Duration::ZERO));
                 }
                 continue;
             }
             let oldest = async {
                 match in_flight.front_mut() {
-                    Some(batch) => {
-                        let _ = (&mut batch.task).await;
-                    }
+                    Some(batch) => (&mut batch.task).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
-                () = oldest => {}
+                outcome = oldest => {
+                    let done = in_flight.pop_front().expect("the oldest batch finished");
+                    self.settle(done, outcome, &mut in_flight);
+                }
                 () = self.reader.wait_for_unread(), if room && !stopping => {}
-                _ = self.stopping.changed(), if !stopping => {}
+                changed = self.stopping.changed(), if !stopping => {
+                    if changed.is_err() {
+                        tracing::warn!("the writer's handle is gone; the writer stops, the journal keeps what is unwritten");
+                        break;
+                    }
+                }
             }
         }
-        tracing::info!("the writer has written everything in the journal");
+        tracing::info!("the writer has stopped; the journal holds nothing it could write");
         self.reader
+    }
+
+    /// Releases a finished batch's journal space, or, if its task failed (a panic), writes it
+    /// again after a pause, as the oldest batch in flight.
+    fn settle(
+        &mut self,
+        done: InFlight,
+        outcome: Result<(), tokio::task::JoinError>,
+        in_flight: &mut VecDeque<InFlight>,
+    ) {
+        match outcome {
+            Ok(()) => self.release(done.batch.end),
+            Err(error) => {
+                tracing::error!(%error, events = done.batch.events.len(), "a batch's writing task failed; writing it again");
+                let delay = self.storer.retry.parked_delay;
+                in_flight.push_front(self.spawn(done.batch.clone(), delay));
+            }
+        }
+    }
+
+    /// Starts writing `batch` on a task of its own, after `delay`.
+    fn spawn(&self, batch: Arc<Batch>, delay: Duration) -> InFlight {
+        let storer = self.storer.clone();
+        let events = batch.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            storer.write_until_stored(&events.events).await;
+        });
+        InFlight { batch, task }
     }
 
     fn release(&mut self, end: Position) {
@@ -186,11 +221,25 @@ impl Writer {
             tokio::select! {
                 () = self.reader.wait_for_unread() => {}
                 () = tokio::time::sleep_until(deadline) => {}
-                _ = self.stopping.changed() => {}
+                // A stop, or the handle gone: either way, no more waiting.
+                _ = self.stopping.changed() => break,
             }
         }
         let end = records.last()?.end;
-        let events = records.into_iter().filter_map(|r| self.decode(r)).collect();
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            match serde_json::from_slice(&record.payload) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    tracing::error!(%error, "a journal record is not an event; setting it aside");
+                    let name = format!(
+                        "undecodable-{}-{}.json",
+                        record.end.segment, record.end.offset
+                    );
+                    self.storer.keep_aside(&name, &record.payload).await;
+                }
+            }
+        }
         Some(Batch { events, end })
     }
 
@@ -203,21 +252,6 @@ impl Writer {
                 tracing::error!(%error, "could not read the journal; trying again shortly");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 Vec::new()
-            }
-        }
-    }
-
-    fn decode(&self, record: ReadRecord) -> Option<Event> {
-        match serde_json::from_slice(&record.payload) {
-            Ok(event) => Some(event),
-            Err(error) => {
-                let name = format!(
-                    "undecodable-{}-{}.json",
-                    record.end.segment, record.end.offset
-                );
-                let saved = self.storer.journal.quarantine(&name, &record.payload);
-                tracing::error!(%error, ?saved, "a journal record is not an event; set aside");
-                None
             }
         }
     }
@@ -273,6 +307,23 @@ impl Storer {
         }
     }
 
+    /// Copies `bytes` to the journal's quarantine, trying until it succeeds (a full disk, say):
+    /// only then may the journal let go of them.
+    async fn keep_aside(&self, name: &str, bytes: &[u8]) {
+        loop {
+            match self.journal.quarantine(name, bytes) {
+                Ok(path) => {
+                    tracing::warn!(path = %path.display(), "set aside in the journal's quarantine");
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not write to the journal's quarantine; trying again");
+                    tokio::time::sleep(self.retry.parked_delay).await;
+                }
+            }
+        }
+    }
+
     /// Isolates the events PostgreSQL refuses, quarantines them, and stores the rest.
     async fn write_one_by_one(&self, events: &[Event]) {
         for event in events {
@@ -280,11 +331,11 @@ impl Storer {
             match self.batches.write(&single, true).await {
                 Ok(stored) => record_written(1, stored, Instant::now()),
                 Err(error) if error.is_data_error() => {
+                    tracing::error!(%error, event_id = %event.event_id, "PostgreSQL refused an event; setting it aside");
                     let note = serde_json::json!({"error": error.to_string(), "event": event});
                     let name = format!("refused-{}.json", event.event_id);
-                    let saved = self.journal.quarantine(&name, note.to_string().as_bytes());
+                    self.keep_aside(&name, note.to_string().as_bytes()).await;
                     metrics::counter!("events_refused_total").increment(1);
-                    tracing::error!(%error, event_id = %event.event_id, ?saved, "PostgreSQL refused an event; set aside");
                 }
                 // A passing failure: back to the patient path for this one event.
                 Err(_) => Box::pin(self.write_until_stored(&single)).await,

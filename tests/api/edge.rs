@@ -91,6 +91,11 @@ async fn requests_beyond_the_concurrency_cap_are_shed_with_503() {
     assert_eq!(response.headers()["retry-after"], "1");
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"]["code"], "busy");
+    assert_eq!(
+        app.get("/health/live").await.0,
+        200,
+        "health answers however busy the API is"
+    );
 }
 
 async fn preflight(app: &TestApp, origin: &str) -> reqwest::Response {
@@ -254,6 +259,33 @@ async fn rate_limits_answer_429_with_retry_after_per_key_and_per_address() {
     .await;
     assert_eq!(post_with(&by_address, None, None).await.0, 200);
     assert_eq!(post_with(&by_address, None, None).await.0, 429);
+
+    // Behind a proxy: the address is the last X-Forwarded-For entry, the one the proxy wrote;
+    // what the client put before it does not buy a new budget.
+    let proxied = TestApp::spawn_with(|s| {
+        s.rate_limit_per_ip = 1;
+        s.rate_limit_burst = 1;
+        s.trust_forwarded_for = true;
+    })
+    .await;
+    let from = |forwarded: &'static str| {
+        let request = proxied
+            .http
+            .post(format!("{}/api/event", proxied.address))
+            .json(&event());
+        async move {
+            request
+                .header("x-forwarded-for", forwarded)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(from("1.1.1.1, 10.0.0.7").await, 200);
+    assert_eq!(from("2.2.2.2, 10.0.0.7").await, 429);
+    assert_eq!(from("1.1.1.1, 10.0.0.8").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,6 +293,12 @@ async fn metrics_cover_requests_events_rejections_redis_journal_and_writer() {
     let app = TestApp::spawn().await;
     assert_eq!(app.post_event(5, ITEMS[0].0, "click").await, 200);
     assert_eq!(app.post("/api/event", &json!({"user_id": 0})).await.0, 422);
+    let odd = reqwest::Method::from_bytes(b"BREW").unwrap();
+    app.http
+        .request(odd, format!("{}/api/event", app.address))
+        .send()
+        .await
+        .unwrap();
     app.wait_for_rows(1).await;
     let metrics = app
         .http
@@ -277,6 +315,7 @@ async fn metrics_cover_requests_events_rejections_redis_journal_and_writer() {
         r#"http_request_duration_seconds_bucket{route="/api/event",le="0.005"}"#,
         r#"events_accepted_total{event_type="click"} 1"#,
         r#"requests_rejected_total{reason="invalid_field"} 1"#,
+        r#"http_requests_total{route="/api/event",method="other",status="405"} 1"#,
         "redis_latency_seconds_bucket",
         "journal_bytes",
         "journal_oldest_unwritten_seconds",

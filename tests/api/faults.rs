@@ -209,3 +209,28 @@ async fn a_redis_that_accepts_but_never_answers_costs_only_the_timeout() {
     assert_eq!(response.status(), 200);
     app.wait_for_rows(1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejecting_unknown_items_answers_503_when_the_catalogue_cannot_tell() {
+    let (app, proxy) = TestApp::behind_postgres_proxy(|s| {
+        s.unknown_items = event_ingest::config::UnknownItems::Reject
+    })
+    .await;
+    let body = json!({"user_id": 4, "asin": "B0NEVERSEEN", "event_type": "view"});
+    proxy.cut();
+    let response = app
+        .post_raw(
+            "/api/event",
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    proxy.restore();
+    let (status, answer) = app.post("/api/event", &body).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("unknown_item"))
+    );
+}
