@@ -80,13 +80,7 @@ async fn requests_beyond_the_concurrency_cap_are_shed_with_503() {
         app.post("/api/event", &event()).await.0 == 503
     })
     .await;
-    let response = app
-        .post_raw(
-            "/api/event",
-            Some("application/json"),
-            event().to_string().into_bytes(),
-        )
-        .await;
+    let response = app.post_json("/api/event", &event()).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let answer: Value = response.json().await.unwrap();

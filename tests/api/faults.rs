@@ -102,13 +102,7 @@ async fn a_full_journal_answers_503_with_retry_after_and_keeps_what_it_accepted(
     for i in 0..200 {
         let body =
             json!({"user_id": 51, "asin": ITEMS[0].0, "event_type": "click", "metadata": {"i": i}});
-        let response = app
-            .post_raw(
-                "/api/event",
-                Some("application/json"),
-                body.to_string().into_bytes(),
-            )
-            .await;
+        let response = app.post_json("/api/event", &body).await;
         match response.status().as_u16() {
             200 => accepted += 1,
             503 => {
@@ -218,13 +212,7 @@ async fn rejecting_unknown_items_answers_503_when_the_catalogue_cannot_tell() {
     .await;
     let body = json!({"user_id": 4, "asin": "B0NEVERSEEN", "event_type": "view"});
     proxy.cut();
-    let response = app
-        .post_raw(
-            "/api/event",
-            Some("application/json"),
-            body.to_string().into_bytes(),
-        )
-        .await;
+    let response = app.post_json("/api/event", &body).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     proxy.restore();
