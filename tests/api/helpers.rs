@@ -130,6 +130,9 @@ pub fn test_settings(
     settings.journal_dir = journal.path().to_path_buf();
     settings.port = 0;
     settings.batch_interval_ms = 10;
+    // A debug build on a busy machine can miss the default 50 ms, and the context would then be
+    // skipped (by design); tests that read it need it written. Fault tests set their own.
+    settings.redis_timeout_ms = 1000;
     settings.retry_base_ms = 20;
     settings.retry_parked_ms = 200;
     settings.shutdown_timeout_secs = 10;
