@@ -52,6 +52,15 @@ pub struct CatalogueConfig {
 
 type Entry = Option<Arc<ItemInfo>>;
 
+/// Why the catalogue could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("the catalogue did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the catalogue query failed: {0}")]
+    Query(#[source] sqlx::Error),
+}
+
 #[derive(Clone)]
 pub struct Catalogue {
     pool: PgPool,
@@ -100,7 +109,7 @@ impl Catalogue {
     pub async fn lookup(&self, asin: &Asin) -> Lookup {
         let fetch = async {
             let found = self.fetch(std::slice::from_ref(asin), self.timeout).await?;
-            Ok::<_, String>(found.into_values().next())
+            Ok::<_, CatalogueError>(found.into_values().next())
         };
         match self.cache.try_get_with_by_ref(asin, fetch).await {
             Ok(Some(info)) => Lookup::Known(info),
@@ -169,15 +178,15 @@ impl Catalogue {
         &self,
         asins: &[Asin],
         timeout: Duration,
-    ) -> Result<HashMap<Asin, Arc<ItemInfo>>, String> {
+    ) -> Result<HashMap<Asin, Arc<ItemInfo>>, CatalogueError> {
         let keys: Vec<&str> = asins.iter().map(Asin::as_str).collect();
         let query = sqlx::query_as::<_, (String, Option<String>, Option<String>)>(LOOKUP_SQL)
             .bind(&keys)
             .fetch_all(&self.pool);
         let rows = tokio::time::timeout(timeout, query)
             .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|error| error.to_string())?;
+            .map_err(|_| CatalogueError::Timeout(timeout))?
+            .map_err(CatalogueError::Query)?;
         Ok(rows
             .into_iter()
             .filter_map(|(asin, category, brand)| {

@@ -1,10 +1,13 @@
 //! The service's settings: every one a flag and an environment variable, with the seed's defaults.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::catalogue::CatalogueConfig;
 use crate::context::ContextConfig;
@@ -18,12 +21,68 @@ use crate::writer::WriterConfig;
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/event_ingest";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+/// A connection URL that may carry a password. Its `Debug` and `Display` show it with the
+/// password replaced by `***`; only [`SecretUrl::expose`] gives the real text, for connecting.
+#[derive(Clone)]
+pub struct SecretUrl(SecretString);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(SecretString::from(url.into()))
+    }
+
+    /// The URL itself, password included: for the client that connects, never for a log.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with any password replaced, fit for logs and error messages; a comma-separated
+    /// list of URLs (a Redis Cluster's nodes) is redacted URL by URL.
+    pub fn redacted(&self) -> String {
+        self.expose()
+            .split(',')
+            .map(|url| redact(url.trim()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(url))
+    }
+}
+
 /// Where to find PostgreSQL.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL; the database is created if missing.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: SecretUrl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,8 +107,8 @@ pub struct Settings {
     pub database: DatabaseArgs,
 
     /// Redis URL. Redis may be down at start-up: the service runs on and reconnects.
-    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
-    pub redis_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
+    pub redis_url: SecretUrl,
 
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]
@@ -105,11 +164,11 @@ pub struct Settings {
     pub journal_dir: PathBuf,
 
     /// Bound of the journal: unwritten events beyond it get 503 with Retry-After.
-    #[arg(long, env = "JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
+    #[arg(long, env = "JOURNAL_MAX_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
     pub journal_max_bytes: u64,
 
     /// Size of one journal segment file.
-    #[arg(long, env = "JOURNAL_SEGMENT_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "JOURNAL_SEGMENT_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(4096..=1 << 30))]
     pub journal_segment_bytes: u64,
 
     /// When an acknowledged event is flushed to disk.
@@ -141,15 +200,15 @@ pub struct Settings {
     pub catalogue_timeout_ms: u64,
 
     /// Largest request body of POST /api/event.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024, value_parser = bytes_up_to::<{ MAX_BODY_LIMIT }>)]
     pub max_body_bytes: usize,
 
     /// Largest request body of POST /api/events and POST /api/rerank.
-    #[arg(long, env = "MAX_BATCH_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "MAX_BATCH_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = bytes_up_to::<{ MAX_BODY_LIMIT }>)]
     pub max_batch_body_bytes: usize,
 
     /// Largest request head (request line and headers).
-    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = bytes_up_to::<{ 1024 * 1024 }>)]
     pub max_header_bytes: usize,
 
     /// A client must send its request head within this, or the connection is closed.
@@ -180,9 +239,10 @@ pub struct Settings {
         env = "API_KEYS",
         default_value = "",
         value_delimiter = ',',
+        value_parser = secret,
         hide_env_values = true
     )]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<SecretString>,
 
     /// Requests per second allowed per API key (0: no limit).
     #[arg(long, env = "RATE_LIMIT_PER_KEY", default_value_t = 0)]
@@ -204,20 +264,16 @@ pub struct Settings {
     #[arg(long, env = "DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
 
-    /// Where the demo's files are: the repository (its demo/ and clients/typescript/dist/).
-    #[arg(long, env = "DEMO_DIR", default_value = env!("CARGO_MANIFEST_DIR"))]
-    pub demo_dir: PathBuf,
-
     /// Largest metadata object, as compact JSON.
-    #[arg(long, env = "MAX_METADATA_BYTES", default_value_t = 8 * 1024)]
+    #[arg(long, env = "MAX_METADATA_BYTES", default_value_t = 8 * 1024, value_parser = bytes_up_to::<{ MAX_METADATA_LIMIT }>)]
     pub max_metadata_bytes: usize,
 
     /// Deepest nesting of metadata.
-    #[arg(long, env = "MAX_METADATA_DEPTH", default_value_t = 8)]
+    #[arg(long, env = "MAX_METADATA_DEPTH", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
     pub max_metadata_depth: usize,
 
     /// Most keys in metadata, counted over all nested objects.
-    #[arg(long, env = "MAX_METADATA_KEYS", default_value_t = 128)]
+    #[arg(long, env = "MAX_METADATA_KEYS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000).map(|n| n as usize))]
     pub max_metadata_keys: usize,
 
     /// Re-ranking: apply the intent boost (items of the categories the user browses gain).
@@ -325,6 +381,29 @@ impl Settings {
     }
 }
 
+/// Largest body a setting may allow: a batch of events must fit the journal's largest group.
+pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Largest metadata a setting may allow, so that one event always fits one journal record
+/// ([`crate::journal::record::MAX_PAYLOAD_BYTES`], 16 MiB) with room to spare.
+pub const MAX_METADATA_LIMIT: usize = 1024 * 1024;
+
+/// A byte count from 1 to `MAX`.
+fn bytes_up_to<const MAX: usize>(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of bytes"))?;
+    if (1..=MAX).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!("must be from 1 to {MAX} bytes"))
+    }
+}
+
+fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text))
+}
+
 /// A rule weight: a finite number from 0 to 1000, so that adjusted scores stay finite.
 fn weight(text: &str) -> Result<f64, String> {
     let weight: f64 = text
@@ -338,13 +417,79 @@ fn weight(text: &str) -> Result<f64, String> {
 }
 
 impl Default for Settings {
-    /// The defaults, as `serve` with no flags and no environment would have them.
+    /// The defaults, as `serve` with no flags would have them, whatever the environment holds:
+    /// tests build their settings from these, so an exported `API_KEYS` cannot change them.
     fn default() -> Self {
         use clap::{Command, FromArgMatches};
-        let command = Settings::augment_args(Command::new("serve").no_binary_name(true));
+        let command = Settings::augment_args(Command::new("serve").no_binary_name(true))
+            .mut_args(|arg| arg.env(None));
         let matches = command
             .try_get_matches_from(std::iter::empty::<String>())
             .expect("the defaults parse");
         Settings::from_arg_matches(&matches).expect("the defaults parse")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Command, FromArgMatches};
+
+    fn parse(args: &[&str]) -> Result<Settings, clap::Error> {
+        let command = Settings::augment_args(Command::new("serve").no_binary_name(true))
+            .mut_args(|arg| arg.env(None));
+        Settings::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
+
+    #[test]
+    fn the_defaults_ignore_the_environment() {
+        // SAFETY: nextest runs every test in a process of its own; no other thread reads the
+        // environment meanwhile.
+        unsafe {
+            std::env::set_var("API_KEYS", "from-the-environment");
+            std::env::set_var("DEMO", "false");
+        }
+        let settings = Settings::default();
+        assert!(
+            settings
+                .api_keys
+                .iter()
+                .all(|k| k.expose_secret().is_empty())
+        );
+        assert!(settings.demo);
+    }
+
+    #[test]
+    fn settings_that_size_journal_records_are_bounded() {
+        assert!(parse(&["--max-metadata-bytes", "1048576"]).is_ok());
+        for (flag, value) in [
+            ("--max-metadata-bytes", "1048577"),
+            ("--max-metadata-bytes", "0"),
+            ("--max-body-bytes", "100000000"),
+            ("--max-batch-body-bytes", "100000000"),
+            ("--max-metadata-depth", "1000"),
+            ("--max-metadata-keys", "0"),
+            ("--journal-segment-bytes", "10"),
+        ] {
+            assert!(parse(&[flag, value]).is_err(), "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn no_secret_reaches_debug() {
+        let settings = parse(&[
+            "--database-url",
+            "postgres://app:hunter2@db/events",
+            "--redis-url",
+            "redis://:sesame@cache:6379",
+            "--api-keys",
+            "k3y-one,k3y-two@https://shop.example",
+        ])
+        .unwrap();
+        let shown = format!("{settings:?}");
+        for secret in ["hunter2", "sesame", "k3y-one", "k3y-two"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://app:***@db/events"), "{shown}");
     }
 }

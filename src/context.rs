@@ -1,6 +1,7 @@
 //! The user's short-term context in Redis: what the re-ranker reads.
 //!
-//! Three keys per user, exactly as DESIGN.md names them (after an optional deployment prefix):
+//! Three keys per user, exactly as docs/ARCHITECTURE.md names them (after an optional deployment
+//! prefix):
 //!
 //! | key | type | content |
 //! | --- | --- | --- |
@@ -19,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -27,7 +28,10 @@ use redis::{AsyncCommands, Script};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::SecretUrl;
 use crate::event::{Event, UserId};
+use crate::health::Health;
+use crate::telemetry::monotonic_ms;
 
 #[derive(Debug, Clone)]
 pub struct ContextConfig {
@@ -45,8 +49,11 @@ pub enum ContextError {
     Timeout(Duration),
     #[error("Redis failed less than {BREAKER_COOLDOWN:?} ago; not tried")]
     RecentlyFailed,
+    /// Shared by every request of a merged call, hence the `Arc`.
     #[error("Redis failed: {0}")]
-    Redis(String),
+    Redis(#[source] Arc<redis::RedisError>),
+    #[error("the context store is shut down")]
+    Closed,
 }
 
 /// A user's context as stored.
@@ -74,6 +81,9 @@ pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 /// few enough that adding one stays cheap (Redis scans its compact encoding on every ZADD; ids
 /// are stored as their 16 bytes, not 36 characters, for the same reason).
 const EVENT_IDS_CAP: usize = 64;
+
+/// The name, in the health registry, of the task that makes the script calls.
+pub const COMPONENT: &str = "redis-context";
 
 /// Most events in one script call.
 const MAX_EVENTS_PER_CALL: usize = 512;
@@ -129,8 +139,26 @@ struct Redis {
     connection: ConnectionManager,
     config: ContextConfig,
     script: Script,
-    /// Until when (ms since the Unix epoch) calls fail without trying: see [`BREAKER_COOLDOWN`].
-    failing_until: AtomicU64,
+    breaker: Breaker,
+}
+
+/// After a failure, calls fail at once for [`BREAKER_COOLDOWN`]. Measured on the monotonic clock:
+/// a wall clock stepped back must not keep Redis skipped.
+#[derive(Default)]
+struct Breaker {
+    /// Until when ([`monotonic_ms`]) calls fail without trying.
+    open_until_ms: AtomicU64,
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        monotonic_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn trip(&self) {
+        let until = monotonic_ms() + BREAKER_COOLDOWN.as_millis() as u64;
+        self.open_until_ms.store(until, Ordering::Relaxed);
+    }
 }
 
 /// One request's updates, waiting for the next script call.
@@ -149,8 +177,12 @@ impl ContextStore {
     /// Prepares the store without connecting: Redis may be down at start-up, and the connection is
     /// made (and remade after a failure) by the first call that needs it. Must be called within a
     /// Tokio runtime: it starts the task that batches updates.
-    pub fn new(redis_url: &str, config: ContextConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(redis_url)?;
+    pub fn new(
+        redis_url: &SecretUrl,
+        config: ContextConfig,
+        health: &Health,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(redis_url.expose())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_number_of_retries(1)
@@ -160,10 +192,10 @@ impl ContextStore {
             connection,
             config,
             script: Script::new(RECORD_SCRIPT),
-            failing_until: AtomicU64::new(0),
+            breaker: Breaker::default(),
         });
         let (batcher, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(batch_updates(redis.clone(), jobs));
+        health.spawn(COMPONENT, batch_updates(redis.clone(), jobs));
         Ok(Self { redis, batcher })
     }
 
@@ -190,14 +222,13 @@ impl ContextStore {
         self.redis.check_breaker("record")?;
         let updates = updates.iter().map(|u| self.redis.prepare(u)).collect();
         let (reply, answer) = oneshot::channel();
-        let closed = || ContextError::Redis("the context store is shut down".to_owned());
         self.batcher
             .send(Job { updates, reply })
-            .map_err(|_| closed())?;
+            .map_err(|_| ContextError::Closed)?;
         let timeout = self.redis.config.timeout;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(closed()),
+            Ok(Err(_)) => Err(ContextError::Closed),
             Err(_) => Err(ContextError::Timeout(timeout)),
         }
     }
@@ -234,6 +265,7 @@ impl ContextStore {
 /// update waiting when it starts. Ends when the last handle is dropped.
 async fn batch_updates(redis: Arc<Redis>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = jobs.recv().await {
+        fail::fail_point!("redis-context");
         let mut events = first.updates.len();
         let mut batch = vec![first];
         while events < MAX_EVENTS_PER_CALL {
@@ -307,7 +339,7 @@ impl Redis {
 
     /// Fails at once while the breaker is open (Redis failed less than a cooldown ago).
     fn check_breaker(&self, operation: &'static str) -> Result<(), ContextError> {
-        if now_ms() < self.failing_until.load(Ordering::Relaxed) {
+        if self.breaker.is_open() {
             metrics::counter!("redis_failures_total", "operation" => operation, "reason" => "recently_failed")
                 .increment(1);
             return Err(ContextError::RecentlyFailed);
@@ -325,7 +357,7 @@ impl Redis {
         let started = Instant::now();
         let outcome = match tokio::time::timeout(self.config.timeout, request).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(ContextError::Redis(error.to_string())),
+            Ok(Err(error)) => Err(ContextError::Redis(Arc::new(error))),
             Err(_) => Err(ContextError::Timeout(self.config.timeout)),
         };
         metrics::histogram!("redis_latency_seconds", "operation" => operation)
@@ -337,17 +369,26 @@ impl Redis {
             };
             metrics::counter!("redis_failures_total", "operation" => operation, "reason" => reason)
                 .increment(1);
-            self.failing_until.store(
-                now_ms() + BREAKER_COOLDOWN.as_millis() as u64,
-                Ordering::Relaxed,
-            );
+            self.breaker.trip();
         }
         outcome
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On Tokio's paused clock, which moves the monotonic clock and not the wall clock.
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_after_a_failure_and_closes_after_the_cooldown() {
+        let breaker = Breaker::default();
+        assert!(!breaker.is_open());
+        breaker.trip();
+        assert!(breaker.is_open());
+        tokio::time::advance(BREAKER_COOLDOWN - Duration::from_millis(1)).await;
+        assert!(breaker.is_open());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!breaker.is_open());
+    }
 }

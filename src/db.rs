@@ -7,24 +7,14 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+use crate::config::SecretUrl;
+
 /// The migrations in `migrations/`, built into the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The URL with any password replaced, fit for logs and error messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparsable URL>".to_owned(),
-    }
-}
-
 /// Creates the database if it is missing, then applies pending migrations, and returns a pool.
-pub async fn prepare(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let shown = redact(url);
+pub async fn prepare(url: &SecretUrl, max_connections: u32) -> anyhow::Result<PgPool> {
+    let (shown, url) = (url.redacted(), url.expose());
     let exists = Postgres::database_exists(url)
         .await
         .with_context(|| format!("PostgreSQL at {shown} is unreachable"))?;
@@ -34,7 +24,7 @@ pub async fn prepare(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
             .await
             .with_context(|| format!("could not create the database {shown}"))?;
     }
-    let pool = connect(url, max_connections).await?;
+    let pool = connect_to(url, &shown, max_connections).await?;
     MIGRATOR
         .run(&pool)
         .await
@@ -43,8 +33,11 @@ pub async fn prepare(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 }
 
 /// Connects a pool, failing at once if PostgreSQL does not answer.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let shown = redact(url);
+pub async fn connect(url: &SecretUrl, max_connections: u32) -> anyhow::Result<PgPool> {
+    connect_to(url.expose(), &url.redacted(), max_connections).await
+}
+
+async fn connect_to(url: &str, shown: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url
         .parse()
         .with_context(|| format!("DATABASE_URL {shown} is not a valid PostgreSQL URL"))?;
@@ -62,14 +55,19 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_logs() {
+        let shown = |url: &str| SecretUrl::new(url).to_string();
         assert_eq!(
-            redact("postgres://app:s3cret@db:5432/events"),
+            shown("postgres://app:s3cret@db:5432/events"),
             "postgres://app:***@db:5432/events"
         );
         assert_eq!(
-            redact("postgres://root@localhost/x"),
+            shown("postgres://root@localhost/x"),
             "postgres://root@localhost/x"
         );
-        assert_eq!(redact("::"), "<unparsable URL>");
+        assert_eq!(shown("::"), "<unparsable URL>");
+        assert_eq!(
+            format!("{:?}", SecretUrl::new("redis://:pw@a:1,redis://:pw@b:2")),
+            r#""redis://:***@a:1,redis://:***@b:2""#
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The event as the API accepts it: parsed once from the request body, valid by construction.
 //!
-//! Every rule of DESIGN.md lives here. A value of [`Event`] cannot hold an invalid user id, ASIN,
-//! event type or metadata, so no later stage checks them again.
+//! Every rule of docs/ARCHITECTURE.md ("The event") lives here. A value of [`Event`] cannot hold
+//! an invalid user id, ASIN, event type or metadata, so no later stage checks them again.
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! Event ingestion for a real-time recommender: validate an interaction, update the user's
 //! short-term context in Redis at once, hand the event durably to a background writer that
-//! stores it for good in PostgreSQL. See README.md and DESIGN.md for the contract.
+//! stores it for good in PostgreSQL. See README.md, and docs/ARCHITECTURE.md for the contract.
 
 pub mod api;
 pub mod catalogue;
@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod db;
 pub mod event;
+pub mod health;
 pub mod ingest;
 pub mod journal;
 pub mod rerank;

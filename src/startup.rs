@@ -13,6 +13,7 @@ use crate::api::{self, AppState, Edge, Limits};
 use crate::catalogue::Catalogue;
 use crate::config::Settings;
 use crate::context::ContextStore;
+use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::journal::Journal;
 use crate::rerank::ReRankingService;
@@ -27,19 +28,26 @@ pub struct Application {
     router: axum::Router,
     journal: Journal,
     writer: WriterHandle,
+    health: Health,
     settings: Settings,
 }
+
+/// How long a service whose component died keeps answering (its readiness red, so that a load
+/// balancer stops sending to it) before it stops.
+pub const DEATH_GRACE: Duration = Duration::from_secs(2);
 
 impl Application {
     /// Prepares PostgreSQL (database, migrations), opens and recovers the journal, starts the
     /// background writer and binds the listener. Redis is not needed to start.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         telemetry::metrics_handle();
+        tracing::info!(?settings, "starting");
+        let health = Health::default();
         let database_url = &settings.database.database_url;
         let pool = db::prepare(database_url, settings.database_max_connections).await?;
 
         let journal_dir = settings.journal_dir.display().to_string();
-        let (journal, reader, recovery) = Journal::open(settings.journal())
+        let (journal, reader, recovery) = Journal::open(settings.journal(), &health)
             .with_context(|| format!("could not open the journal at {journal_dir}"))?;
         if recovery.records > 0 || recovery.torn_bytes > 0 || !recovery.quarantined.is_empty() {
             tracing::info!(
@@ -51,7 +59,7 @@ impl Application {
             );
         }
 
-        let context = ContextStore::new(&settings.redis_url, settings.context())
+        let context = ContextStore::new(&settings.redis_url, settings.context(), &health)
             .context("REDIS_URL is not a valid Redis URL")?;
         if let Err(error) = context.ping().await {
             tracing::warn!(%error, "Redis is unreachable; serving without the realtime context until it is back");
@@ -64,6 +72,7 @@ impl Application {
             journal.clone(),
             reader,
             settings.writer(),
+            &health,
         );
         let rerank = ReRankingService::new(context.clone(), catalogue.clone(), &settings.rerank());
         let ingest = Ingest {
@@ -76,6 +85,8 @@ impl Application {
             ingest,
             rerank: Arc::new(rerank),
             pool,
+            health: health.clone(),
+            writer: writer.status(),
             limits: Limits {
                 max_body_bytes: settings.max_body_bytes,
                 max_batch_body_bytes: settings.max_batch_body_bytes,
@@ -92,6 +103,7 @@ impl Application {
             router: api::router(state, edge(&settings)),
             journal,
             writer,
+            health,
             settings,
         })
     }
@@ -104,6 +116,10 @@ impl Application {
     /// and writes everything the journal holds to PostgreSQL before returning. Both steps share
     /// one deadline, `--shutdown-timeout-secs` after the signal; what is not written by then stays
     /// in the journal for the next start.
+    ///
+    /// If a background component dies, the service answers for [`DEATH_GRACE`] more (readiness
+    /// red), stops without draining, and returns the death as an error: the process exits
+    /// non-zero, and the journal replays at the next start.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -114,17 +130,30 @@ impl Application {
 
         let limits = self.settings.connection_limits();
         let signalled = Arc::new(std::sync::OnceLock::new());
+        let health = self.health.clone();
         let shutdown = {
             let signalled = signalled.clone();
             async move {
-                shutdown.await;
+                tokio::select! {
+                    () = shutdown => {}
+                    _ = health.died() => tokio::time::sleep(DEATH_GRACE).await,
+                }
+                health.begin_stopping();
                 let _ = signalled.set(Instant::now());
             }
         };
         server::serve(self.listener, self.router, limits, shutdown, timeout).await;
+        self.health.begin_stopping();
         let deadline = *signalled.get_or_init(Instant::now) + timeout;
 
         self.journal.close().await;
+        if let Some(death) = self.health.death() {
+            // The writer may be the one that died, and the journal replays anyway: no drain.
+            return Err(anyhow::anyhow!(
+                "{death}; stopped so that a supervisor restarts the service (the journal keeps {} bytes unwritten, replayed at the next start)",
+                self.journal.used_bytes()
+            ));
+        }
         tracing::info!(
             bytes = self.journal.used_bytes(),
             "writing the journal's backlog to PostgreSQL"
@@ -173,7 +202,7 @@ fn edge(settings: &Settings) -> Edge {
         access,
         cors_origins: settings.cors_origins.clone(),
         body_timeout: Duration::from_secs(settings.body_read_timeout_secs),
-        demo: settings.demo.then(|| settings.demo_dir.clone()),
+        demo: settings.demo,
     }
 }
 

@@ -38,21 +38,160 @@ const LATENCY_BUCKETS: &[f64] = &[
     10.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// The process-wide Prometheus recorder, installed on first use, with every metric described.
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
+        let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("the buckets are not empty")
             .install_recorder()
-            .expect("no other metrics recorder is installed")
+            .expect("no other metrics recorder is installed");
+        describe_metrics();
+        handle
     })
 }
 
-/// `GET /metrics`, in Prometheus' text format.
-pub async fn render_metrics() -> String {
-    metrics_handle().render()
+/// Every metric the service exports, with its help text; the README's operations section says
+/// what an alert on each means. Counters with known label values are published at zero, so that
+/// a `rate()` has a series to read before the first event of its kind.
+fn describe_metrics() {
+    use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
+
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by route, method and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by route"
+    );
+    describe_counter!(
+        "events_accepted_total",
+        "Events accepted (durable, answered 200), by event type"
+    );
+    describe_counter!(
+        "events_rejected_total",
+        "Events of a request rejected for their content, by reason"
+    );
+    describe_counter!(
+        "requests_rejected_total",
+        "Requests answered with an error, by reason (the error code)"
+    );
+    describe_counter!(
+        "events_repeated_total",
+        "Events whose client event_id was seen before: stored once, counted once in Redis"
+    );
+    describe_counter!(
+        "redis_failures_total",
+        "Redis calls that failed or were skipped, by operation and reason"
+    );
+    describe_histogram!(
+        "redis_latency_seconds",
+        Unit::Seconds,
+        "Time of a Redis call, by operation"
+    );
+    describe_counter!(
+        "catalogue_lookup_failures_total",
+        "Catalogue lookups PostgreSQL did not answer in time"
+    );
+    describe_gauge!(
+        "journal_bytes",
+        Unit::Bytes,
+        "Bytes of the journal not yet released: events not yet in PostgreSQL, and appends in flight"
+    );
+    describe_gauge!(
+        "journal_oldest_unwritten_seconds",
+        Unit::Seconds,
+        "Age of the oldest event the writer is storing and has not stored yet"
+    );
+    describe_histogram!(
+        "journal_write_seconds",
+        Unit::Seconds,
+        "Time of one journal write (a group of appends), before its flush"
+    );
+    describe_histogram!(
+        "journal_flush_seconds",
+        Unit::Seconds,
+        "Time of one journal flush (fdatasync)"
+    );
+    describe_histogram!(
+        "journal_rotation_seconds",
+        Unit::Seconds,
+        "Time to close a full journal segment and begin the next"
+    );
+    describe_counter!(
+        "writer_batches_total",
+        "Batches the writer committed to PostgreSQL"
+    );
+    describe_counter!(
+        "writer_rows_total",
+        "Rows the writer inserted into interaction_logs"
+    );
+    describe_counter!(
+        "writer_duplicates_total",
+        "Events the writer delivered again that PostgreSQL already held (a replay or a retry): skipped"
+    );
+    describe_histogram!(
+        "writer_batch_seconds",
+        Unit::Seconds,
+        "Time to store one batch in PostgreSQL"
+    );
+    describe_counter!(
+        "writer_retries_total",
+        "Failed batch writes the writer retried"
+    );
+    describe_counter!(
+        "writer_failures_total",
+        "Batch writes that failed after every quick retry (retried until they land)"
+    );
+    describe_counter!(
+        "events_refused_total",
+        "Events PostgreSQL refused for their content, set aside in the journal's quarantine"
+    );
+    describe_gauge!(
+        "background_component_up",
+        "1 while a background component runs, 0 once it has stopped or died, by component"
+    );
+
+    for event_type in crate::event::EventType::ALL {
+        counter!("events_accepted_total", "event_type" => event_type.as_str()).increment(0);
+    }
+    for reason in crate::api::error::EVENT_CODES {
+        counter!("events_rejected_total", "reason" => reason).increment(0);
+    }
+    for reason in crate::api::error::CODES {
+        counter!("requests_rejected_total", "reason" => reason).increment(0);
+    }
+    for operation in ["record", "load", "ping"] {
+        for reason in ["timeout", "error", "recently_failed"] {
+            counter!("redis_failures_total", "operation" => operation, "reason" => reason)
+                .increment(0);
+        }
+    }
+    for name in [
+        "events_repeated_total",
+        "catalogue_lookup_failures_total",
+        "writer_batches_total",
+        "writer_rows_total",
+        "writer_duplicates_total",
+        "writer_retries_total",
+        "writer_failures_total",
+        "events_refused_total",
+    ] {
+        counter!(name).increment(0);
+    }
+}
+
+/// Milliseconds on a monotonic clock (Tokio's, so that tests can pause and advance it): what
+/// every cool-down is measured on, since the wall clock can be stepped back.
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
+    let start = *START.get_or_init(tokio::time::Instant::now);
+    tokio::time::Instant::now()
+        .saturating_duration_since(start)
+        .as_millis() as u64
 }
 
 /// Lets a log line through at most once per second; counts what it held back. For warnings that
@@ -65,6 +204,7 @@ pub struct Throttle {
 impl Throttle {
     pub const fn new() -> Self {
         Self {
+            // The first line is always let through (`next_ms` 0 is due at once).
             next_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
         }
@@ -72,9 +212,7 @@ impl Throttle {
 
     /// `Some(n)` when a line may be logged now, `n` being how many were held back since the last.
     pub fn allow(&self) -> Option<u64> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = monotonic_ms();
         let next = self.next_ms.load(Ordering::Relaxed);
         if now >= next
             && self
@@ -100,15 +238,19 @@ impl Default for Throttle {
 mod tests {
     use super::Throttle;
 
-    #[test]
-    fn a_throttle_lets_one_line_a_second_through_and_counts_the_rest() {
+    use std::time::Duration;
+
+    /// On Tokio's paused clock: the throttle follows the monotonic clock, not the wall clock
+    /// (which the paused clock does not move).
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_lets_one_line_a_second_through_and_counts_the_rest() {
         let throttle = Throttle::new();
         assert_eq!(throttle.allow(), Some(0));
         assert_eq!(throttle.allow(), None);
+        tokio::time::advance(Duration::from_millis(999)).await;
         assert_eq!(throttle.allow(), None);
-        throttle
-            .next_ms
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(throttle.allow(), Some(2));
+        assert_eq!(throttle.allow(), None);
     }
 }

@@ -15,7 +15,7 @@ use rand::Rng;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::config::{DEFAULT_REDIS_URL, DatabaseArgs};
+use crate::config::{DEFAULT_REDIS_URL, DatabaseArgs, SecretUrl};
 use crate::db;
 use crate::event::EventType;
 
@@ -26,8 +26,8 @@ pub struct VerifyArgs {
     pub url: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
-    pub redis_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
+    pub redis_url: SecretUrl,
     /// The service's --redis-key-prefix.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
     pub redis_key_prefix: String,
@@ -152,7 +152,7 @@ async fn check_redis(
     items: &[Item],
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let client = redis::Client::open(args.redis_url.as_str())?;
+    let client = redis::Client::open(args.redis_url.expose())?;
     let mut redis = client
         .get_multiplexed_async_connection()
         .await

@@ -45,10 +45,27 @@ pub struct HttpArgs {
     users: i64,
     /// PostgreSQL URL to read the catalogue's ASINs from.
     #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
-    /// Append the event id of every event answered 200 to this file (one per line).
+    database_url: event_ingest::config::SecretUrl,
+    /// Append `event_id,user_id` of every event answered 200 to this file.
     #[arg(long)]
     acked_file: Option<std::path::PathBuf>,
+    /// Send a request again, with the same events (the same ids), after a broken connection, a
+    /// 503 or a 429, until it is answered 200 or the run ends: as a careful client does.
+    #[arg(long)]
+    retry: bool,
+    /// With --retry: append `event_id,user_id` of every event still unanswered at the end.
+    #[arg(long)]
+    unresolved_file: Option<std::path::PathBuf>,
+}
+
+/// An event's id and its user.
+type Sent = (String, i64);
+
+/// A request ready to send, again if need be.
+struct Prepared {
+    path: &'static str,
+    body: Bytes,
+    events: Vec<Sent>,
 }
 
 struct Plan {
@@ -75,12 +92,13 @@ impl Plan {
         }
     }
 
-    /// The next request, and the ids of the events it carries.
-    fn request(&self, rng: &mut SmallRng) -> (Request<Full<Bytes>>, Vec<String>) {
-        let mut ids = Vec::new();
+    /// The next request, and the events it carries.
+    fn prepare(&self, rng: &mut SmallRng) -> Prepared {
+        let mut events = Vec::new();
         let mut event = |rng: &mut SmallRng| {
             let event = random_event(rng, self.args.users, &self.asins);
-            ids.push(event["event_id"].as_str().unwrap_or_default().to_owned());
+            let id = event["event_id"].as_str().unwrap_or_default().to_owned();
+            events.push((id, event["user_id"].as_i64().unwrap_or_default()));
             event
         };
         let (path, body) = match self.args.body.as_str() {
@@ -102,12 +120,19 @@ impl Plan {
             }
             other => panic!("unknown body kind {other}"),
         };
-        let request = Request::post(path)
+        Prepared {
+            path,
+            body: Bytes::from(body.to_string()),
+            events,
+        }
+    }
+
+    fn request(&self, prepared: &Prepared) -> Request<Full<Bytes>> {
+        Request::post(prepared.path)
             .header("host", &self.args.address)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        (request, ids)
+            .body(Full::new(prepared.body.clone()))
+            .unwrap()
     }
 
     fn events_per_request(&self) -> u64 {
@@ -124,7 +149,9 @@ struct Tally {
     ok: u64,
     statuses: BTreeMap<u16, u64>,
     failures: u64,
-    acked: Vec<String>,
+    retries: u64,
+    acked: Vec<Sent>,
+    unresolved: Vec<Sent>,
 }
 
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
@@ -154,20 +181,18 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         histogram.add(h)?;
         tally.ok += t.ok;
         tally.failures += t.failures;
+        tally.retries += t.retries;
         tally.acked.extend(t.acked);
+        tally.unresolved.extend(t.unresolved);
         for (status, n) in t.statuses {
             *tally.statuses.entry(status).or_default() += n;
         }
     }
     if let Some(path) = &args.acked_file {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        for id in &tally.acked {
-            writeln!(file, "{id}")?;
-        }
+        append_events(path, &tally.acked)?;
+    }
+    if let Some(path) = &args.unresolved_file {
+        append_events(path, &tally.unresolved)?;
     }
     let seconds = start.elapsed().as_secs_f64();
     let requests: u64 = tally.statuses.values().sum();
@@ -182,12 +207,26 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         "events_ok": tally.ok * plan.events_per_request(),
         "statuses": tally.statuses,
         "connection_failures": tally.failures,
+        "retries": tally.retries,
+        "unresolved_events": tally.unresolved.len(),
         "requests_per_sec": requests as f64 / seconds,
         "cpu_seconds": crate::own_cpu_seconds(),
         "events_per_sec": (tally.ok * plan.events_per_request()) as f64 / seconds,
     });
     merge(&mut out, percentiles(&histogram));
     println!("{out}");
+    Ok(())
+}
+
+fn append_events(path: &std::path::Path, events: &[Sent]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for (id, user) in events {
+        writeln!(file, "{id},{user}")?;
+    }
     Ok(())
 }
 
@@ -216,49 +255,77 @@ async fn work(plan: Arc<Plan>, worker: u64) -> anyhow::Result<(Histogram<u64>, T
     let Some(mut sender) = connect(&plan).await else {
         return Ok((histogram, tally));
     };
-    while let Some(due) = plan.next() {
+    'requests: while let Some(due) = plan.next() {
         if let Some(due) = due {
             tokio::time::sleep_until(due.into()).await;
         }
-        let (request, ids) = plan.request(&mut rng);
+        let prepared = plan.prepare(&mut rng);
         let sent = due.unwrap_or_else(Instant::now);
-        let answer = match sender.ready().await {
-            Ok(()) => sender.send_request(request).await.ok(),
-            Err(_) => None,
-        };
-        let Some(response) = answer else {
-            tally.failures += 1;
-            match connect(&plan).await {
-                Some(fresh) => sender = fresh,
-                None => break,
+        loop {
+            let answer = match sender.ready().await {
+                Ok(()) => sender.send_request(plan.request(&prepared)).await.ok(),
+                Err(_) => None,
+            };
+            let retry = plan.args.retry && Instant::now() < plan.deadline;
+            let Some(response) = answer else {
+                tally.failures += 1;
+                let Some(fresh) = connect(&plan).await else {
+                    tally.unresolved.extend(prepared.events);
+                    break 'requests;
+                };
+                sender = fresh;
+                if retry {
+                    tally.retries += 1;
+                    continue;
+                }
+                tally.unresolved.extend(prepared.events);
+                continue 'requests;
+            };
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.map(|b| b.to_bytes());
+            histogram.record(sent.elapsed().as_micros() as u64)?;
+            *tally.statuses.entry(status).or_default() += 1;
+            if status == 200 {
+                tally.ok += 1;
+                if plan.args.acked_file.is_some() {
+                    let (acked, refused) = accepted(prepared.events, body.ok().as_deref());
+                    tally.acked.extend(acked);
+                    tally.unresolved.extend(refused);
+                }
+            } else if retry && (status == 503 || status == 429) {
+                tally.retries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            } else {
+                tally.unresolved.extend(prepared.events);
             }
-            continue;
-        };
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes());
-        histogram.record(sent.elapsed().as_micros() as u64)?;
-        *tally.statuses.entry(status).or_default() += 1;
-        if status == 200 {
-            tally.ok += 1;
-            if plan.args.acked_file.is_some() {
-                tally.acked.extend(accepted_ids(ids, body.ok().as_deref()));
-            }
+            break;
         }
     }
     Ok((histogram, tally))
 }
 
-/// The ids of the events a 200 accepted: all of a single event, the accepted ones of a batch.
-fn accepted_ids(ids: Vec<String>, body: Option<&[u8]>) -> Vec<String> {
+/// The events a 200 accepted (all of a single event, the accepted ones of a batch), and those it
+/// did not.
+fn accepted(events: Vec<Sent>, body: Option<&[u8]>) -> (Vec<Sent>, Vec<Sent>) {
     let Some(results) = body
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
         .and_then(|v| v["results"].as_array().cloned())
     else {
-        return ids;
+        return (events, Vec::new());
     };
-    results
+    let accepted: std::collections::HashSet<u64> = results
         .iter()
         .filter(|r| r["status"] == "accepted")
-        .filter_map(|r| ids.get(r["index"].as_u64()? as usize).cloned())
-        .collect()
+        .filter_map(|r| r["index"].as_u64())
+        .collect();
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    for (i, event) in events.into_iter().enumerate() {
+        if accepted.contains(&(i as u64)) {
+            acked.push(event);
+        } else {
+            refused.push(event);
+        }
+    }
+    (acked, refused)
 }

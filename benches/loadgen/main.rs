@@ -8,9 +8,12 @@
 //!   ceiling for it.
 //! - `journal`: writes a backlog of events straight into a journal directory, for timing the
 //!   writer's drain.
+//! - `context-check`: after a crash test, compares each user's Redis category counts with the
+//!   acknowledged events stored in PostgreSQL: an event counted twice (a retry, a replay) shows.
 //!
 //! Every run prints one JSON object on stdout.
 
+mod context_check;
 mod http;
 
 use std::time::{Duration, Instant};
@@ -34,6 +37,7 @@ struct Cli {
 enum Command {
     Http(http::HttpArgs),
     Journal(JournalArgs),
+    ContextCheck(context_check::Args),
     /// Prints the Lua script of the Redis context update (for redis-benchmark).
     Script,
 }
@@ -62,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Http(args) => http::run(args).await,
             Command::Journal(args) => fill_journal(args).await,
+            Command::ContextCheck(args) => context_check::run(args).await,
             Command::Script => {
                 print!("{}", event_ingest::context::RECORD_SCRIPT);
                 Ok(())
@@ -95,12 +100,15 @@ pub fn percentiles(histogram: &Histogram<u64>) -> serde_json::Value {
 
 async fn fill_journal(args: JournalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.asins.is_empty(), "--asins is required");
-    let (journal, _reader, _) = Journal::open(JournalConfig {
-        dir: args.dir.clone(),
-        max_bytes: u64::MAX / 2,
-        segment_bytes: 16 << 20,
-        sync: SyncPolicy::Interval(Duration::from_millis(100)),
-    })?;
+    let (journal, _reader, _) = Journal::open(
+        JournalConfig {
+            dir: args.dir.clone(),
+            max_bytes: u64::MAX / 2,
+            segment_bytes: 16 << 20,
+            sync: SyncPolicy::Interval(Duration::from_millis(100)),
+        },
+        &event_ingest::health::Health::default(),
+    )?;
     let started = Instant::now();
     let mut rng = SmallRng::seed_from_u64(rand::random());
     let now = chrono::Utc::now();

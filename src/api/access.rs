@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
@@ -20,7 +21,7 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// A configured key: its secret, and the origins it may be used from (any, if none).
 struct ApiKey {
-    secret: Vec<u8>,
+    secret: SecretString,
     /// A name for logs and limits that does not reveal the key: its position in the list.
     name: String,
     origins: Vec<String>,
@@ -36,7 +37,7 @@ pub struct AccessControl {
 #[derive(Debug, Clone, Default)]
 pub struct AccessConfig {
     /// `KEY` or `KEY@ORIGIN|ORIGIN`.
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<SecretString>,
     pub per_key_per_second: u32,
     pub per_address_per_second: u32,
     pub burst: u32,
@@ -48,13 +49,13 @@ impl AccessControl {
         let keys = config
             .api_keys
             .iter()
-            .map(|k| k.trim())
+            .map(|k| k.expose_secret().trim())
             .filter(|k| !k.is_empty())
             .enumerate()
             .map(|(i, spec)| {
                 let (secret, origins) = spec.split_once('@').unwrap_or((spec, ""));
                 ApiKey {
-                    secret: secret.as_bytes().to_vec(),
+                    secret: SecretString::from(secret),
                     name: format!("key-{}", i + 1),
                     origins: origins
                         .split('|')
@@ -93,7 +94,8 @@ impl AccessControl {
             .as_bytes();
         let mut found = None;
         for key in &self.keys {
-            if bool::from(key.secret.ct_eq(provided)) && found.is_none() {
+            let secret = key.secret.expose_secret().as_bytes();
+            if bool::from(secret.ct_eq(provided)) && found.is_none() {
                 found = Some(key);
             }
         }

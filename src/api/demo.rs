@@ -1,36 +1,80 @@
 //! The demo page (`/demo/`): a product grid wired to the TypeScript client, with the user's live
 //! context and a re-ranked list beside it. For local use; `DEMO=false` turns it off.
 //!
-//! The page and its script are in `demo/`, the client's built files in
-//! `clients/typescript/dist/`, both served from disk (`--demo-dir`).
+//! The page and its script (`demo/`) and the client's built files (`clients/typescript/dist/`)
+//! are built into the binary, so a copied binary serves the demo too. Its routes sit under the
+//! API's limits (requests at once, time per request), and the product list, an aggregate query,
+//! is cached for a minute.
 
-use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::response::Redirect;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tower_http::services::{ServeDir, ServeFile};
+
+use sqlx::PgPool;
 
 use super::{ApiError, AppState};
 
-/// The demo's routes, serving its files from `root` (the repository).
-pub fn routes(root: &Path) -> Router<AppState> {
+#[derive(rust_embed::Embed)]
+#[folder = "demo/"]
+struct Page;
+
+#[derive(rust_embed::Embed)]
+#[folder = "clients/typescript/dist/"]
+#[include = "*.js"]
+struct Client;
+
+/// The product lists served, by (categories, per category), for a minute.
+type ProductCache = moka::future::Cache<(i64, i64), Arc<Vec<Product>>>;
+
+#[derive(Clone)]
+struct Demo {
+    pool: PgPool,
+    products: ProductCache,
+}
+
+/// The demo's routes.
+pub fn routes(pool: PgPool) -> Router<AppState> {
+    let demo = Demo {
+        pool,
+        products: ProductCache::builder()
+            .max_capacity(12 * 24)
+            .time_to_live(Duration::from_secs(60))
+            .build(),
+    };
     Router::new()
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
-        .route_service("/demo/", ServeFile::new(root.join("demo/index.html")))
-        .route_service("/demo/app.js", ServeFile::new(root.join("demo/app.js")))
-        .route_service(
-            "/demo/style.css",
-            ServeFile::new(root.join("demo/style.css")),
-        )
-        .nest_service(
-            "/demo/client",
-            ServeDir::new(root.join("clients/typescript/dist")),
-        )
+        .route("/demo/", get(|| async { file::<Page>("index.html") }))
         .route("/demo/products", get(products))
+        .route(
+            "/demo/client/{file}",
+            get(|Path(name): Path<String>| async move { file::<Client>(&name) }),
+        )
+        .route(
+            "/demo/{file}",
+            get(|Path(name): Path<String>| async move { file::<Page>(&name) }),
+        )
+        .with_state(demo)
+}
+
+/// One built-in file, with its content type; 404 for a name it does not have.
+fn file<Files: rust_embed::Embed>(name: &str) -> Response {
+    let Some(file) = Files::get(name) else {
+        return ApiError::NotFound(format!("/demo/{name}")).into_response();
+    };
+    let content_type = match name.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    ([(header::CONTENT_TYPE, content_type)], file.data).into_response()
 }
 
 #[derive(Deserialize)]
@@ -53,11 +97,28 @@ pub struct Product {
 /// A few products of each of the catalogue's largest categories, interleaved, so that
 /// re-ranking by category has something to show.
 async fn products(
-    State(app): State<AppState>,
+    State(demo): State<Demo>,
     Query(query): Query<ProductsQuery>,
-) -> Result<Json<Vec<Product>>, ApiError> {
+) -> Result<Json<Arc<Vec<Product>>>, ApiError> {
     let categories = query.categories.unwrap_or(4).clamp(1, 12);
     let per_category = query.per_category.unwrap_or(6).clamp(1, 24);
+    let read = read_products(&demo.pool, categories, per_category);
+    let products = demo
+        .products
+        .try_get_with((categories, per_category), read)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "could not read the demo's products");
+            ApiError::Unavailable
+        })?;
+    Ok(Json(products))
+}
+
+async fn read_products(
+    pool: &PgPool,
+    categories: i64,
+    per_category: i64,
+) -> Result<Arc<Vec<Product>>, sqlx::Error> {
     let products = sqlx::query_as::<_, Product>(
         "WITH top AS (
              SELECT main_category FROM products WHERE main_category IS NOT NULL
@@ -74,11 +135,7 @@ async fn products(
     )
     .bind(categories)
     .bind(per_category)
-    .fetch_all(&app.pool)
-    .await
-    .map_err(|error| {
-        tracing::warn!(%error, "could not read the demo's products");
-        ApiError::Unavailable
-    })?;
-    Ok(Json(products))
+    .fetch_all(pool)
+    .await?;
+    Ok(Arc::new(products))
 }

@@ -57,6 +57,37 @@ pub enum ApiError {
     RateLimited(std::time::Duration),
 }
 
+/// Every code [`ApiError::code`] gives, for the metrics published at zero.
+pub const CODES: [&str; 19] = [
+    "invalid_json",
+    "invalid_body",
+    "missing_field",
+    "invalid_field",
+    "unknown_item",
+    "body_too_large",
+    "unsupported_media_type",
+    "not_found",
+    "method_not_allowed",
+    "overloaded",
+    "unavailable",
+    "context_unavailable",
+    "busy",
+    "timeout",
+    "body_timeout",
+    "missing_api_key",
+    "invalid_api_key",
+    "origin_not_allowed",
+    "rate_limited",
+];
+
+/// The codes an event of a batch may be rejected with.
+pub const EVENT_CODES: [&str; 4] = [
+    "missing_field",
+    "invalid_field",
+    "unknown_item",
+    "unavailable",
+];
+
 fn retry_after_secs(wait: &std::time::Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
@@ -198,6 +229,43 @@ impl From<AppendError> for ApiError {
                 tracing::error!(%error, "an event could not be made durable");
                 ApiError::Unavailable
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::InvalidEvent;
+    use std::time::Duration;
+
+    #[test]
+    fn the_list_of_codes_is_every_code() {
+        let every = [
+            ApiError::InvalidJson(String::new()),
+            ApiError::InvalidBody(String::new()),
+            ApiError::InvalidEvent(InvalidEvent::missing("user_id")),
+            ApiError::InvalidEvent(InvalidEvent::invalid("user_id", "")),
+            ApiError::UnknownItem(String::new()),
+            ApiError::BodyTooLarge(1),
+            ApiError::UnsupportedMediaType,
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed,
+            ApiError::Overloaded,
+            ApiError::Unavailable,
+            ApiError::ContextUnavailable,
+            ApiError::Busy,
+            ApiError::Timeout(Duration::ZERO),
+            ApiError::BodyTimeout,
+            ApiError::MissingApiKey,
+            ApiError::InvalidApiKey,
+            ApiError::OriginNotAllowed,
+            ApiError::RateLimited(Duration::ZERO),
+        ];
+        let codes: Vec<&str> = every.iter().map(ApiError::code).collect();
+        assert_eq!(codes, CODES);
+        for code in EVENT_CODES {
+            assert!(CODES.contains(&code));
         }
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::error::ErrorDetail;
 use super::openapi::{BatchRequest, BodyErrors, EdgeErrors, EventRequest};
 use super::{ApiError, AppState, body};
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, ParseError};
 
 /// The seed's answer, exactly: `{"success": true, "message": "Event logged: view"}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -36,12 +36,22 @@ pub async fn log_event(
     body: Body,
 ) -> Result<Json<EventLogged>, ApiError> {
     let body = body::read_json(&headers, body, app.limits.max_body_bytes).await?;
-    let event = Event::from_json(&body, &app.limits.metadata, Utc::now())?;
+    let event = match Event::from_json(&body, &app.limits.metadata, Utc::now()) {
+        Ok(event) => event,
+        Err(ParseError::Invalid(invalid)) => return Err(rejected_event(invalid.into())),
+        Err(error) => return Err(error.into()),
+    };
     let outcome = app.ingest.accept(std::slice::from_ref(&event)).await?;
     if let Some(Err(refusal)) = outcome.into_iter().next() {
-        return Err(refusal.into());
+        return Err(rejected_event(refusal.into()));
     }
     Ok(Json(logged(event.event_type)))
+}
+
+/// Counts an event rejected for its content (`events_rejected_total`), in either endpoint.
+fn rejected_event(error: ApiError) -> ApiError {
+    metrics::counter!("events_rejected_total", "reason" => error.code()).increment(1);
+    error
 }
 
 fn logged(event_type: EventType) -> EventLogged {
@@ -156,7 +166,7 @@ pub async fn log_events(
 }
 
 fn rejected(index: usize, error: ApiError) -> EventResult {
-    metrics::counter!("events_rejected_total", "reason" => error.code()).increment(1);
+    let error = rejected_event(error);
     EventResult {
         index,
         status: EventStatus::Rejected,

@@ -1,5 +1,6 @@
 //! Liveness and readiness.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::Json;
@@ -8,27 +9,54 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::{AppState, READY_TIMEOUT};
+use crate::health::ComponentState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Liveness {
-    /// Always `ok`.
+    /// `ok`, or `dead` when a background component died (the process is about to exit).
     pub status: &'static str,
+    /// The component that died, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead: Option<String>,
 }
 
-/// Answers while the process runs.
-#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, body = Liveness)))]
-pub async fn live() -> Json<Liveness> {
-    Json(Liveness { status: "ok" })
+/// 200 while the process runs and its background components live; 503 once one has died (the
+/// process then exits within seconds, for its supervisor to restart it).
+#[utoipa::path(get, path = "/health/live", tag = "health", responses(
+    (status = 200, body = Liveness),
+    (status = 503, description = "A background component died", body = Liveness),
+))]
+pub async fn live(State(app): State<AppState>) -> (StatusCode, Json<Liveness>) {
+    match app.health.death() {
+        None => (
+            StatusCode::OK,
+            Json(Liveness {
+                status: "ok",
+                dead: None,
+            }),
+        ),
+        Some(death) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Liveness {
+                status: "dead",
+                dead: Some(death.to_string()),
+            }),
+        ),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ready` when PostgreSQL and Redis both answer, else `degraded`. Events are still accepted
-    /// when degraded (the journal keeps them), as long as the journal has room.
+    /// `ready` when PostgreSQL and Redis both answer and every background component runs;
+    /// `degraded` when PostgreSQL or Redis does not answer (events are still accepted: the journal
+    /// keeps them, as long as it has room); `dead` when a component died.
     pub status: &'static str,
     pub postgres: Check,
     pub redis: Check,
     pub journal: JournalState,
+    /// The background components: `journal-appender`, `writer`, `redis-context`.
+    #[schema(value_type = BTreeMap<String, ComponentState>)]
+    pub components: BTreeMap<&'static str, ComponentState>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -45,10 +73,11 @@ pub struct JournalState {
     pub limit_bytes: u64,
 }
 
-/// 200 when PostgreSQL and Redis answer, 503 otherwise; the body says which is down.
+/// 200 when PostgreSQL and Redis answer and every component runs, 503 otherwise; the body says
+/// which is down.
 #[utoipa::path(get, path = "/health/ready", tag = "health", responses(
-    (status = 200, description = "PostgreSQL and Redis answer", body = Readiness),
-    (status = 503, description = "PostgreSQL or Redis does not answer (events are still accepted)", body = Readiness),
+    (status = 200, description = "PostgreSQL and Redis answer; every component runs", body = Readiness),
+    (status = 503, description = "PostgreSQL or Redis does not answer (events are still accepted), or a component died", body = Readiness),
 ))]
 pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let postgres = check(async {
@@ -61,16 +90,25 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>)
     });
     let redis = check(async { app.ingest.context.ping().await.map_err(|e| e.to_string()) });
     let (postgres, redis) = tokio::join!(postgres, redis);
-    let ok = postgres.ok && redis.ok;
+    let components = app.health.components();
+    let dead = components
+        .values()
+        .any(|state| matches!(state, ComponentState::Dead { .. }));
+    let ok = postgres.ok && redis.ok && !dead;
     let journal = &app.ingest.journal;
     let readiness = Readiness {
-        status: if ok { "ready" } else { "degraded" },
+        status: match (dead, ok) {
+            (true, _) => "dead",
+            (false, true) => "ready",
+            (false, false) => "degraded",
+        },
         postgres,
         redis,
         journal: JournalState {
             used_bytes: journal.used_bytes(),
             limit_bytes: journal.limit_bytes(),
         },
+        components,
     };
     let status = if ok {
         StatusCode::OK

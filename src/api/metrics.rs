@@ -1,10 +1,24 @@
-//! Request metrics: counts by route, method and status, and latency by route.
+//! `GET /metrics`, and the request metrics: counts by route, method and status, and latency by
+//! route.
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+
+use super::AppState;
+use crate::telemetry;
+
+/// `GET /metrics`, in Prometheus' text format. The gauges of state (the journal's backlog) are
+/// read at the scrape, so they move while nothing else happens, during an outage say.
+pub async fn render(State(app): State<AppState>) -> String {
+    let journal = &app.ingest.journal;
+    metrics::gauge!("journal_bytes").set(journal.used_bytes() as f64);
+    metrics::gauge!("journal_oldest_unwritten_seconds")
+        .set(app.writer.oldest_unwritten_age().as_secs_f64());
+    telemetry::metrics_handle().render()
+}
 
 pub async fn record(request: Request, next: Next) -> Response {
     let route = request

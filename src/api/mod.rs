@@ -12,7 +12,6 @@ pub mod openapi;
 mod rerank;
 mod users;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +28,10 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::event::MetadataLimits;
+use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::rerank::ReRankingService;
-use crate::telemetry;
+use crate::writer::WriterStatus;
 use access::AccessControl;
 pub use error::ApiError;
 use limits::RequestLimits;
@@ -50,6 +50,8 @@ pub struct AppState {
     pub ingest: Ingest,
     pub rerank: Arc<ReRankingService>,
     pub pool: PgPool,
+    pub health: Health,
+    pub writer: WriterStatus,
     pub limits: Limits,
 }
 
@@ -61,8 +63,8 @@ pub struct Edge {
     pub access: Arc<AccessControl>,
     pub cors_origins: Vec<String>,
     pub body_timeout: Duration,
-    /// Where the demo's files are, when the demo is on.
-    pub demo: Option<PathBuf>,
+    /// Whether the demo page is served.
+    pub demo: bool,
 }
 
 pub fn router(state: AppState, edge: Edge) -> Router {
@@ -71,19 +73,21 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .route("/api/events", post(events::log_events))
         .route("/api/rerank", post(rerank::rerank))
         .route("/api/users/{user_id}/context", get(users::context))
-        .route_layer(middleware::from_fn_with_state(edge.access, access::check))
-        // Only the API is capped: health checks and metrics must answer when it is busy.
-        .layer(middleware::from_fn_with_state(edge.limits, limits::enforce));
-    let demo = match &edge.demo {
-        Some(root) => demo::routes(root),
-        None => Router::new(),
+        .route_layer(middleware::from_fn_with_state(edge.access, access::check));
+    let demo = if edge.demo {
+        demo::routes(state.pool.clone())
+    } else {
+        Router::new()
     };
     Router::new()
         .merge(api)
         .merge(demo)
+        // Only the API and the demo are capped: health checks and metrics must answer when the
+        // service is busy.
+        .layer(middleware::from_fn_with_state(edge.limits, limits::enforce))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/metrics", get(telemetry::render_metrics))
+        .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -9,12 +9,15 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
-use std::thread;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::{AppendError, JournalConfig, Position, Shared, SyncPolicy, record, sync_dir};
+use crate::health::Health;
+
+/// The appender's name in the health registry.
+pub const COMPONENT: &str = "journal-appender";
 
 /// Most bytes written as one group.
 const MAX_GROUP_BYTES: u64 = 8 * 1024 * 1024;
@@ -32,6 +35,7 @@ pub(super) fn start(
     shared: Arc<Shared>,
     config: &JournalConfig,
     first_segment: u64,
+    health: &Health,
 ) -> io::Result<mpsc::Sender<Message>> {
     let (sender, receiver) = mpsc::channel();
     let segment = Segment::create(&shared, first_segment)?;
@@ -43,9 +47,7 @@ pub(super) fn start(
         unsynced_since: None,
         buffer: Vec::with_capacity(64 * 1024),
     };
-    thread::Builder::new()
-        .name("journal-appender".into())
-        .spawn(move || appender.run(receiver))?;
+    health.spawn_thread(COMPONENT, move || appender.run(receiver))?;
     Ok(sender)
 }
 
@@ -65,7 +67,7 @@ impl Segment {
             .truncate(true)
             .open(shared.segment_path(id))?;
         sync_dir(&shared.dir)?;
-        shared.segments.lock().unwrap().insert(id, 0);
+        shared.segments.lock().insert(id, 0);
         Ok(Self { id, file, len: 0 })
     }
 }
@@ -101,6 +103,7 @@ impl Appender {
                     Err(_) => break,
                 },
             };
+            fail::fail_point!("journal-appender");
             let mut replies: Vec<Reply> = Vec::new();
             let mut closing = None;
             let mut group_bytes = 0;
@@ -112,11 +115,23 @@ impl Appender {
                         bytes,
                         reply,
                     } => {
-                        for payload in &payloads {
-                            record::encode(payload, &mut self.buffer);
+                        let start = self.buffer.len();
+                        let encoded: Result<(), _> = payloads
+                            .iter()
+                            .try_for_each(|payload| record::encode(payload, &mut self.buffer));
+                        match encoded {
+                            Ok(()) => {
+                                replies.push((reply, bytes));
+                                group_bytes += bytes;
+                            }
+                            // `Journal::append` checks sizes first; should one slip through, it
+                            // is refused alone and the group goes on.
+                            Err(error) => {
+                                self.buffer.truncate(start);
+                                self.shared.used.fetch_sub(bytes, Ordering::AcqRel);
+                                let _ = reply.send(Err(error.into()));
+                            }
                         }
-                        replies.push((reply, bytes));
-                        group_bytes += bytes;
                     }
                     Message::Close(done) => closing = Some(done),
                 }
@@ -167,9 +182,10 @@ impl Appender {
             }
             Err(error) => {
                 tracing::error!(%error, segment = self.segment.id, "journal write failed; the appends are refused");
+                let error = Arc::new(error);
                 for (reply, bytes) in replies {
                     self.shared.used.fetch_sub(bytes, Ordering::AcqRel);
-                    let _ = reply.send(Err(AppendError::Io(error.to_string())));
+                    let _ = reply.send(Err(AppendError::Io(error.clone())));
                 }
             }
         }
@@ -178,7 +194,9 @@ impl Appender {
     fn write_buffer(&mut self) -> io::Result<()> {
         let len = self.buffer.len() as u64;
         if self.segment.len > 0 && self.segment.len + len > self.segment_bytes {
+            let started = Instant::now();
             self.rotate()?;
+            metrics::histogram!("journal_rotation_seconds").record(started.elapsed().as_secs_f64());
         }
         if let Err(error) = self.write_and_sync() {
             // Cut whatever part of the group reached the file. Should that fail too, no harm:
@@ -192,11 +210,13 @@ impl Appender {
     }
 
     fn write_and_sync(&mut self) -> io::Result<()> {
+        let started = Instant::now();
         self.segment
             .file
             .write_all_at(&self.buffer, self.segment.len)?;
+        metrics::histogram!("journal_write_seconds").record(started.elapsed().as_secs_f64());
         match self.sync {
-            SyncPolicy::Always => self.segment.file.sync_data(),
+            SyncPolicy::Always => self.flush(),
             SyncPolicy::Interval(_) => {
                 self.unsynced_since.get_or_insert_with(Instant::now);
                 Ok(())
@@ -209,7 +229,6 @@ impl Appender {
         self.shared
             .segments
             .lock()
-            .unwrap()
             .insert(self.segment.id, self.segment.len);
         self.shared.durable.send_replace(Position {
             segment: self.segment.id,
@@ -220,17 +239,26 @@ impl Appender {
     fn rotate(&mut self) -> io::Result<()> {
         // Leave the segment at its last whole record, even after a failed write.
         let _ = self.segment.file.set_len(self.segment.len);
-        self.segment.file.sync_data()?;
+        self.flush()?;
         self.unsynced_since = None;
         self.segment = Segment::create(&self.shared, self.segment.id + 1)?;
         self.publish();
         Ok(())
     }
 
+    /// Flushes the open segment to the disk itself, timed and counted.
+    fn flush(&self) -> io::Result<()> {
+        let started = Instant::now();
+        self.segment.file.sync_data()?;
+        metrics::histogram!("journal_flush_seconds").record(started.elapsed().as_secs_f64());
+        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Flushes what awaits a flush; after a failure it is due again one interval later.
     fn flush_quietly(&mut self) {
         if self.unsynced_since.is_some() {
-            match self.segment.file.sync_data() {
+            match self.flush() {
                 Ok(()) => self.unsynced_since = None,
                 Err(error) => {
                     tracing::error!(%error, "journal flush failed; trying again after the interval");

@@ -21,12 +21,19 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
+
+// parking_lot's mutex is not poisoned by a panic: a panic in one holder cannot make every later
+// append or read fail.
+use parking_lot::Mutex;
 
 use tokio::sync::{oneshot, watch};
 
+pub use appender::COMPONENT as APPENDER;
 pub use reader::{JournalReader, ReadRecord};
+
+use crate::health::Health;
 pub use recovery::RecoveryReport;
 
 /// When appended records reach the disk itself (not just the kernel's page cache).
@@ -61,8 +68,11 @@ pub struct Position {
 pub enum AppendError {
     #[error("the journal is full ({used} of {limit} bytes in use)")]
     Full { used: u64, limit: u64 },
+    /// Shared by every append of the failed group, hence the `Arc`.
     #[error("the journal could not be written: {0}")]
-    Io(String),
+    Io(#[source] Arc<io::Error>),
+    #[error(transparent)]
+    TooLarge(#[from] record::TooLarge),
     #[error("the journal is closed")]
     Closed,
 }
@@ -77,6 +87,8 @@ struct Shared {
     segments: Mutex<BTreeMap<u64, u64>>,
     /// The end of what has been written (and flushed, under [`SyncPolicy::Always`]).
     durable: watch::Sender<Position>,
+    /// Flushes (`fdatasync`) done so far.
+    flushes: AtomicU64,
 }
 
 impl Shared {
@@ -125,7 +137,10 @@ impl std::future::Future for PendingAppend {
 impl Journal {
     /// Opens (creating if needed) and recovers the journal in `config.dir`, and starts its
     /// appender thread. Returns the append handle, the one reader, and what recovery found.
-    pub fn open(config: JournalConfig) -> io::Result<(Journal, JournalReader, RecoveryReport)> {
+    pub fn open(
+        config: JournalConfig,
+        health: &Health,
+    ) -> io::Result<(Journal, JournalReader, RecoveryReport)> {
         fs::create_dir_all(&config.dir)?;
         let lock = File::create(config.dir.join("LOCK"))?;
         lock.try_lock().map_err(|_| {
@@ -161,8 +176,9 @@ impl Journal {
             used: AtomicU64::new(used),
             segments: Mutex::new(report.segments.clone()),
             durable,
+            flushes: AtomicU64::new(0),
         });
-        let appender = appender::start(shared.clone(), &config, next_segment)?;
+        let appender = appender::start(shared.clone(), &config, next_segment, health)?;
         let reader = JournalReader::new(shared.clone(), durable_rx, first);
         let journal = Journal {
             shared,
@@ -175,6 +191,9 @@ impl Journal {
     /// Starts appending `payloads` as one group. Refuses at once, writing nothing, when the journal
     /// has no room; otherwise the returned future resolves once the records are durable.
     pub fn append(&self, payloads: Vec<Vec<u8>>) -> Result<PendingAppend, AppendError> {
+        for payload in &payloads {
+            record::check(payload)?;
+        }
         let bytes = payloads
             .iter()
             .map(|p| record::encoded_len(p.len()) as u64)

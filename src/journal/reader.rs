@@ -29,7 +29,32 @@ pub struct JournalReader {
     at: Position,
     /// Everything before this is stored for good.
     released: Position,
+    /// Segments released whose files are still to delete.
+    undeleted: Vec<u64>,
     file: Option<(u64, File)>,
+}
+
+/// Deletes the segment files `ids` and flushes the directory; returns the ids whose file is
+/// still there, with the first error.
+fn delete_segments(shared: &Shared, ids: Vec<u64>) -> (Vec<u64>, io::Result<()>) {
+    let mut left = Vec::new();
+    let mut outcome = Ok(());
+    for id in ids {
+        match fs::remove_file(shared.segment_path(id)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                left.push(id);
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+    }
+    if outcome.is_ok() {
+        outcome = sync_dir(&shared.dir);
+    }
+    (left, outcome)
 }
 
 impl JournalReader {
@@ -43,6 +68,7 @@ impl JournalReader {
             durable,
             at: start,
             released: start,
+            undeleted: Vec::new(),
             file: None,
         }
     }
@@ -108,13 +134,39 @@ impl JournalReader {
     }
 
     /// Marks everything before `upto` as stored for good: its bytes no longer count against the
-    /// journal's limit, and the segments it covers entirely are deleted.
-    pub fn release(&mut self, upto: Position) -> io::Result<()> {
-        if upto <= self.released {
+    /// journal's limit, and the segments it covers entirely are deleted, on a blocking thread
+    /// (file deletion and a directory flush do not belong on an async one). A deletion that
+    /// fails is tried again at the next release.
+    pub async fn release(&mut self, upto: Position) -> io::Result<()> {
+        let finished = self.account(upto);
+        if self
+            .file
+            .as_ref()
+            .is_some_and(|(open, _)| finished.contains(open))
+        {
+            self.file = None;
+        }
+        self.undeleted.extend(finished);
+        if self.undeleted.is_empty() {
             return Ok(());
         }
+        let ids = std::mem::take(&mut self.undeleted);
+        let shared = self.shared.clone();
+        let (left, outcome) = tokio::task::spawn_blocking(move || delete_segments(&shared, ids))
+            .await
+            .map_err(io::Error::other)?;
+        self.undeleted = left;
+        outcome
+    }
+
+    /// Frees the bytes before `upto` and takes the segments wholly before it out of the map;
+    /// returns their ids. Holds the segment map's lock for no I/O.
+    fn account(&mut self, upto: Position) -> Vec<u64> {
+        if upto <= self.released {
+            return Vec::new();
+        }
         let durable_segment = self.durable.borrow().segment;
-        let mut segments = self.shared.segments.lock().unwrap();
+        let mut segments = self.shared.segments.lock();
         let freed: u64 = segments
             .range(self.released.segment..=upto.segment)
             .map(|(&id, &len)| {
@@ -138,22 +190,10 @@ impl JournalReader {
             })
             .map(|(&id, _)| id)
             .collect();
-        for &id in &finished {
-            match fs::remove_file(self.shared.segment_path(id)) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
-            segments.remove(&id);
-            if self.file.as_ref().is_some_and(|(open, _)| *open == id) {
-                self.file = None;
-            }
+        for id in &finished {
+            segments.remove(id);
         }
-        drop(segments);
-        if !finished.is_empty() {
-            sync_dir(&self.shared.dir)?;
-        }
-        Ok(())
+        finished
     }
 
     /// The read position: everything before it has been handed out.
@@ -164,7 +204,7 @@ impl JournalReader {
     /// Moves past segments that are closed and read to their end.
     fn skip_finished_segments(&mut self) {
         let durable = *self.durable.borrow();
-        let segments = self.shared.segments.lock().unwrap();
+        let segments = self.shared.segments.lock();
         while self.at.segment < durable.segment {
             let len = segments.get(&self.at.segment).copied().unwrap_or(0);
             if self.at.offset < len {
@@ -187,7 +227,7 @@ impl JournalReader {
         if self.at.segment == durable.segment {
             durable.offset
         } else {
-            let segments = self.shared.segments.lock().unwrap();
+            let segments = self.shared.segments.lock();
             segments.get(&self.at.segment).copied().unwrap_or(0)
         }
     }

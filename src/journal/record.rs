@@ -24,17 +24,29 @@ pub fn encoded_len(payload_len: usize) -> usize {
     HEADER_BYTES + payload_len
 }
 
-/// Appends one record holding `payload` to `out`.
-pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
-    assert!(
-        payload.len() <= MAX_PAYLOAD_BYTES,
-        "journal payload too large"
-    );
+/// A payload over [`MAX_PAYLOAD_BYTES`]: the scanner would take it for damage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a journal record holds at most {MAX_PAYLOAD_BYTES} bytes (this one: {0})")]
+pub struct TooLarge(pub usize);
+
+/// Checks that `payload` fits one record.
+pub fn check(payload: &[u8]) -> Result<(), TooLarge> {
+    if payload.len() <= MAX_PAYLOAD_BYTES {
+        Ok(())
+    } else {
+        Err(TooLarge(payload.len()))
+    }
+}
+
+/// Appends one record holding `payload` to `out`; refuses (writing nothing) a payload too large.
+pub fn encode(payload: &[u8], out: &mut Vec<u8>) -> Result<(), TooLarge> {
+    check(payload)?;
     let len = (payload.len() as u32).to_le_bytes();
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&len);
     out.extend_from_slice(&checksum(&len, payload).to_le_bytes());
     out.extend_from_slice(payload);
+    Ok(())
 }
 
 fn checksum(len: &[u8; 4], payload: &[u8]) -> u32 {
@@ -110,7 +122,7 @@ mod tests {
     fn encode_all(payloads: &[Vec<u8>]) -> Vec<u8> {
         let mut out = Vec::new();
         for p in payloads {
-            encode(p, &mut out);
+            encode(p, &mut out).unwrap();
         }
         out
     }
@@ -131,6 +143,17 @@ mod tests {
         let data = encode_all(&payloads);
         assert_eq!(payloads_of(&data), payloads);
         assert!(scan(&data).iter().all(|p| matches!(p, Piece::Record(_))));
+    }
+
+    #[test]
+    fn a_payload_too_large_is_refused_with_nothing_written() {
+        let mut out = b"before".to_vec();
+        let huge = vec![0; MAX_PAYLOAD_BYTES + 1];
+        assert_eq!(
+            encode(&huge, &mut out),
+            Err(TooLarge(MAX_PAYLOAD_BYTES + 1))
+        );
+        assert_eq!(out, b"before");
     }
 
     #[test]

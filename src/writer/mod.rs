@@ -16,10 +16,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use crate::catalogue::Catalogue;
 use crate::event::Event;
+use crate::health::Health;
 use crate::journal::{Journal, JournalReader, Position, ReadRecord};
 use crate::retry::RetryPolicy;
 use batch::BatchWriter;
@@ -42,10 +46,41 @@ pub struct WriterConfig {
 /// [`WriterHandle::drain`] to write everything first.
 pub struct WriterHandle {
     stop: watch::Sender<bool>,
-    task: JoinHandle<JournalReader>,
+    task: JoinHandle<Option<JournalReader>>,
+    status: WriterStatus,
+}
+
+/// What the writer holds unwritten, for the gauges.
+#[derive(Clone, Default)]
+pub struct WriterStatus {
+    /// When (ms since the Unix epoch) the oldest event the writer is writing was accepted; 0 for
+    /// none.
+    oldest_unwritten_ms: Arc<AtomicI64>,
+}
+
+impl WriterStatus {
+    /// How long the oldest event not yet in PostgreSQL has waited; zero when none waits.
+    pub fn oldest_unwritten_age(&self) -> Duration {
+        match self.oldest_unwritten_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            at => {
+                let age = chrono::Utc::now().timestamp_millis().saturating_sub(at);
+                Duration::from_millis(age.max(0) as u64)
+            }
+        }
+    }
+
+    fn track(&self, oldest: Option<DateTime<Utc>>) {
+        let at = oldest.map_or(0, |at| at.timestamp_millis());
+        self.oldest_unwritten_ms.store(at, Ordering::Relaxed);
+    }
 }
 
 impl WriterHandle {
+    pub fn status(&self) -> WriterStatus {
+        self.status.clone()
+    }
+
     /// Writes everything the journal holds, then stops. Gives up after `timeout` (PostgreSQL
     /// down at shutdown): what is left stays in the journal for the next start. Returns whether
     /// everything was written.
@@ -53,7 +88,9 @@ impl WriterHandle {
         let _ = self.stop.send(true);
         let mut task = self.task;
         match tokio::time::timeout(timeout, &mut task).await {
-            Ok(Ok(_reader)) => true,
+            Ok(Ok(Some(_reader))) => true,
+            // The health registry has logged why.
+            Ok(Ok(None)) => false,
             Ok(Err(error)) => {
                 tracing::error!(%error, "the writer task failed; unwritten events stay in the journal");
                 false
@@ -66,15 +103,21 @@ impl WriterHandle {
     }
 }
 
+/// The writer's name in the health registry.
+pub const COMPONENT: &str = "writer";
+
 pub fn start(
     pool: PgPool,
     catalogue: Catalogue,
     journal: Journal,
     reader: JournalReader,
     config: WriterConfig,
+    health: &Health,
 ) -> WriterHandle {
     let (stop, stopping) = watch::channel(false);
+    let status = WriterStatus::default();
     let writer = Writer {
+        status: status.clone(),
         storer: Arc::new(Storer {
             batches: BatchWriter::new(pool, catalogue),
             journal,
@@ -86,13 +129,15 @@ pub fn start(
     };
     WriterHandle {
         stop,
-        task: tokio::spawn(writer.run()),
+        task: health.spawn(COMPONENT, writer.run()),
+        status,
     }
 }
 
 /// Reads the journal and hands batches to [`Storer`]s, at most `parallel_batches` at a time,
 /// releasing journal space in journal order as they finish.
 struct Writer {
+    status: WriterStatus,
     storer: Arc<Storer>,
     reader: JournalReader,
     config: WriterConfig,
@@ -109,6 +154,8 @@ struct Storer {
 /// A batch ready to write: the events, and where the journal may be released to afterwards.
 struct Batch {
     events: Vec<Event>,
+    /// When its oldest event was accepted.
+    oldest: Option<DateTime<Utc>>,
     end: Position,
 }
 
@@ -128,11 +175,14 @@ impl Writer {
     async fn run(mut self) -> JournalReader {
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
+            fail::fail_point!("writer");
             while in_flight.front().is_some_and(|b| b.task.is_finished()) {
                 let mut done = in_flight.pop_front().expect("checked");
                 let outcome = (&mut done.task).await;
-                self.settle(done, outcome, &mut in_flight);
+                self.settle(done, outcome, &mut in_flight).await;
             }
+            self.status
+                .track(in_flight.front().and_then(|b| b.batch.oldest));
             let stopping = *self.stopping.borrow();
             let room = in_flight.len() < self.config.parallel_batches;
             if stopping && in_flight.is_empty() && !self.reader.has_unread() {
@@ -153,7 +203,7 @@ impl Writer {
             tokio::select! {
                 outcome = oldest => {
                     let done = in_flight.pop_front().expect("the oldest batch finished");
-                    self.settle(done, outcome, &mut in_flight);
+                    self.settle(done, outcome, &mut in_flight).await;
                 }
                 () = self.reader.wait_for_unread(), if room && !stopping => {}
                 changed = self.stopping.changed(), if !stopping => {
@@ -164,20 +214,21 @@ impl Writer {
                 }
             }
         }
+        self.status.track(None);
         tracing::info!("the writer has stopped; the journal holds nothing it could write");
         self.reader
     }
 
     /// Releases a finished batch's journal space, or, if its task failed (a panic), writes it
     /// again after a pause, as the oldest batch in flight.
-    fn settle(
+    async fn settle(
         &mut self,
         done: InFlight,
         outcome: Result<(), tokio::task::JoinError>,
         in_flight: &mut VecDeque<InFlight>,
     ) {
         match outcome {
-            Ok(()) => self.release(done.batch.end),
+            Ok(()) => self.release(done.batch.end).await,
             Err(error) => {
                 tracing::error!(%error, events = done.batch.events.len(), "a batch's writing task failed; writing it again");
                 let delay = self.storer.retry.parked_delay;
@@ -197,13 +248,9 @@ impl Writer {
         InFlight { batch, task }
     }
 
-    fn release(&mut self, end: Position) {
-        if let Err(error) = self.reader.release(end) {
+    async fn release(&mut self, end: Position) {
+        if let Err(error) = self.reader.release(end).await {
             tracing::error!(%error, "could not release written journal space; it is retried with the next batch");
-        }
-        metrics::gauge!("journal_bytes").set(self.storer.journal.used_bytes() as f64);
-        if !self.reader.has_unread() {
-            metrics::gauge!("journal_oldest_unwritten_seconds").set(0.0);
         }
     }
 
@@ -226,7 +273,7 @@ impl Writer {
             }
         }
         let end = records.last()?.end;
-        let mut events = Vec::with_capacity(records.len());
+        let mut events: Vec<Event> = Vec::with_capacity(records.len());
         for record in records {
             match serde_json::from_slice(&record.payload) {
                 Ok(event) => events.push(event),
@@ -240,7 +287,12 @@ impl Writer {
                 }
             }
         }
-        Some(Batch { events, end })
+        let oldest = events.iter().map(|e| e.received_at).min();
+        Some(Batch {
+            events,
+            oldest,
+            end,
+        })
     }
 
     async fn read(&mut self, max: usize) -> Vec<ReadRecord> {
@@ -263,13 +315,8 @@ impl Storer {
         if events.is_empty() {
             return;
         }
-        let oldest = events.iter().map(|e| e.received_at).min();
         let mut attempt = 0;
         loop {
-            if let Some(oldest) = oldest {
-                let age = (chrono::Utc::now() - oldest).num_milliseconds() as f64 / 1000.0;
-                metrics::gauge!("journal_oldest_unwritten_seconds").set(age.max(0.0));
-            }
             let started = Instant::now();
             match self.batches.write(events, attempt > 0).await {
                 Ok(stored) => {
@@ -308,10 +355,15 @@ impl Storer {
     }
 
     /// Copies `bytes` to the journal's quarantine, trying until it succeeds (a full disk, say):
-    /// only then may the journal let go of them.
+    /// only then may the journal let go of them. The file is written and flushed on a blocking
+    /// thread.
     async fn keep_aside(&self, name: &str, bytes: &[u8]) {
         loop {
-            match self.journal.quarantine(name, bytes) {
+            let (journal, name, bytes) = (self.journal.clone(), name.to_owned(), bytes.to_vec());
+            let written = tokio::task::spawn_blocking(move || journal.quarantine(&name, &bytes))
+                .await
+                .unwrap_or_else(|panic| Err(std::io::Error::other(panic)));
+            match written {
                 Ok(path) => {
                     tracing::warn!(path = %path.display(), "set aside in the journal's quarantine");
                     return;

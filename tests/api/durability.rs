@@ -10,10 +10,11 @@ use uuid::Uuid;
 
 use crate::helpers::{ITEMS, TestApp};
 
-/// What a stream of events saw: the ids that got a 200, and every status.
+/// What a stream of events saw: the ids that got a 200 (and their user), and every status.
 #[derive(Default)]
 struct Stream {
     acked: Vec<Uuid>,
+    acked_per_user: BTreeMap<i64, i64>,
     statuses: BTreeMap<u16, usize>,
 }
 
@@ -27,12 +28,14 @@ async fn stream_until(app: &TestApp, senders: usize, stop: Arc<AtomicBool>) -> S
                 let mut i = 0;
                 while !stop.load(Ordering::SeqCst) {
                     let id = Uuid::new_v4();
-                    let body = json!({"user_id": 1 + sender, "asin": ITEMS[i % ITEMS.len()].0, "event_type": "view", "event_id": id});
+                    let user = 1 + sender as i64;
+                    let body = json!({"user_id": user, "asin": ITEMS[i % ITEMS.len()].0, "event_type": "view", "event_id": id});
                     i += 1;
                     let status = http.post(&url).json(&body).send().await.unwrap().status().as_u16();
                     *seen.statuses.entry(status).or_default() += 1;
                     if status == 200 {
                         seen.acked.push(id);
+                        *seen.acked_per_user.entry(user).or_default() += 1;
                     }
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
@@ -44,6 +47,7 @@ async fn stream_until(app: &TestApp, senders: usize, stop: Arc<AtomicBool>) -> S
     for task in tasks {
         let seen = task.await.unwrap();
         all.acked.extend(seen.acked);
+        all.acked_per_user.extend(seen.acked_per_user);
         for (status, n) in seen.statuses {
             *all.statuses.entry(status).or_default() += n;
         }
@@ -51,17 +55,17 @@ async fn stream_until(app: &TestApp, senders: usize, stop: Arc<AtomicBool>) -> S
     all
 }
 
-async fn assert_stored_exactly_once(app: &TestApp, acked: &[Uuid]) {
+/// Every acknowledged event is in PostgreSQL (`UNIQUE (event_id)` rules out duplicates there),
+/// and nothing else is.
+async fn assert_every_acknowledged_event_stored(app: &TestApp, acked: &[Uuid]) {
     app.wait_for_rows(acked.len() as i64).await;
-    let stored: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM interaction_logs")
+    let stored: HashSet<Uuid> = sqlx::query_scalar("SELECT event_id FROM interaction_logs")
         .fetch_all(&app.pool)
         .await
-        .unwrap();
-    assert_eq!(stored.len(), acked.len());
-    assert_eq!(
-        stored.into_iter().collect::<HashSet<_>>(),
-        acked.iter().copied().collect::<HashSet<_>>()
-    );
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(stored, acked.iter().copied().collect::<HashSet<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +98,11 @@ async fn postgres_down_for_30_seconds_under_load_loses_nothing() {
         "a real stream: {:?}",
         seen.statuses
     );
-    assert_stored_exactly_once(&app, &seen.acked).await;
+    assert_every_acknowledged_event_stored(&app, &seen.acked).await;
+    // Redis was up throughout: each acknowledged event counted once, none twice.
+    for (user, acked) in &seen.acked_per_user {
+        assert_eq!(app.counted_in_redis(*user).await, *acked, "user {user}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,5 +125,13 @@ async fn redis_down_under_load_still_answers_200_and_postgres_gets_everything() 
         "{:?}",
         seen.statuses
     );
-    assert_stored_exactly_once(&app, &seen.acked).await;
+    assert_every_acknowledged_event_stored(&app, &seen.acked).await;
+    // Events during the outage skipped Redis; none was counted twice.
+    for (user, acked) in &seen.acked_per_user {
+        let counted = app.counted_in_redis(*user).await;
+        assert!(
+            counted > 0 && counted < *acked,
+            "user {user}: {counted} of {acked}"
+        );
+    }
 }

@@ -58,6 +58,43 @@ async fn a_body_that_does_not_arrive_gets_408_in_our_format() {
     assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
 }
 
+/// Sends a whole request whose body is `body_bytes` long before reading anything (as a plain
+/// HTTP client does), then reads the answer.
+async fn send_whole_then_read(app: &TestApp, head: &str, body_bytes: usize) -> String {
+    let mut stream = connect(app).await;
+    let head = format!("{head}content-length: {body_bytes}\r\nconnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let metadata = format!("{{\"metadata\": {{\"x\": \"{}", "a".repeat(body_bytes));
+    let sent = stream.write_all(&metadata.as_bytes()[..body_bytes]).await;
+    assert!(sent.is_ok(), "the body could not be sent whole: {sent:?}");
+    read_to_close(&mut stream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_sent_whole_before_reading_gets_the_413_not_a_reset() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        let answer = send_whole_then_read(
+            &app,
+            "POST /api/event HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n",
+            8 * 1024 * 1024,
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.200}");
+        assert!(
+            answer.contains(r#""code":"body_too_large""#),
+            "{answer:.400}"
+        );
+    }
+    let answer = send_whole_then_read(
+        &app,
+        "POST /api/event HTTP/1.1\r\nhost: x\r\ncontent-type: application/xml\r\n",
+        1024 * 1024,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer:.200}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_time_limit_gets_503() {
     let app = TestApp::spawn_with(|s| {
@@ -170,8 +207,8 @@ async fn post_with(app: &TestApp, key: Option<&str>, origin: Option<&str>) -> (u
 async fn api_keys_are_required_when_configured_and_may_be_bound_to_origins() {
     let app = TestApp::spawn_with(|s| {
         s.api_keys = vec![
-            "server-key".to_owned(),
-            "browser-key@https://shop.example".to_owned(),
+            "server-key".into(),
+            "browser-key@https://shop.example".into(),
         ];
     })
     .await;
@@ -205,7 +242,7 @@ async fn api_keys_are_required_when_configured_and_may_be_bound_to_origins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after_per_key_and_per_address() {
     let app = TestApp::spawn_with(|s| {
-        s.api_keys = vec!["a".to_owned(), "b".to_owned()];
+        s.api_keys = vec!["a".into(), "b".into()];
         s.rate_limit_per_key = 1;
         s.rate_limit_burst = 2;
     })
@@ -309,6 +346,7 @@ async fn metrics_cover_requests_events_rejections_redis_journal_and_writer() {
         r#"http_request_duration_seconds_bucket{route="/api/event",le="0.005"}"#,
         r#"events_accepted_total{event_type="click"} 1"#,
         r#"requests_rejected_total{reason="invalid_field"} 1"#,
+        r#"events_rejected_total{reason="invalid_field"} 1"#,
         r#"http_requests_total{route="/api/event",method="other",status="405"} 1"#,
         "redis_latency_seconds_bucket",
         "journal_bytes",

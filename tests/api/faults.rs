@@ -1,7 +1,10 @@
 //! Broken dependencies: each test breaks one for real and checks what survived.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
+use event_ingest::config::SecretUrl;
+use event_ingest::context::BREAKER_COOLDOWN;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -9,7 +12,7 @@ use crate::helpers::{DEAD_REDIS_URL, ITEMS, TestApp, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_unreachable_events_still_get_200_and_reach_postgres() {
-    let app = TestApp::spawn_with(|s| s.redis_url = DEAD_REDIS_URL.to_owned()).await;
+    let app = TestApp::spawn_with(|s| s.redis_url = SecretUrl::new(DEAD_REDIS_URL)).await;
     for event_type in ["view", "click", "purchase"] {
         assert_eq!(app.post_event(21, ITEMS[0].0, event_type).await, 200);
     }
@@ -46,7 +49,7 @@ async fn stored_ids(app: &TestApp) -> Vec<Uuid> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_cut_under_a_stream_loses_nothing_and_duplicates_nothing() {
+async fn postgres_cut_under_a_stream_loses_nothing_and_counts_each_event_once() {
     let (app, proxy) = TestApp::behind_postgres_proxy(|_| {}).await;
     let mut sent = post_stream(&app, 31, 60).await;
     proxy.cut();
@@ -60,12 +63,12 @@ async fn postgres_cut_under_a_stream_loses_nothing_and_duplicates_nothing() {
     sent.extend(post_stream(&app, 31, 60).await);
 
     app.wait_for_rows(sent.len() as i64).await;
-    let stored = stored_ids(&app).await;
-    assert_eq!(stored.len(), sent.len(), "each event exactly once");
     assert_eq!(
-        stored.into_iter().collect::<HashSet<_>>(),
-        sent.into_iter().collect::<HashSet<_>>()
+        stored_ids(&app).await.into_iter().collect::<HashSet<_>>(),
+        sent.iter().copied().collect::<HashSet<_>>()
     );
+    // `UNIQUE (event_id)` keeps PostgreSQL free of duplicates; Redis is where one could show.
+    assert_eq!(app.counted_in_redis(31).await, sent.len() as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,20 +191,28 @@ async fn a_redis_that_accepts_but_never_answers_costs_only_the_timeout() {
             held.push(socket);
         }
     });
-    let app = TestApp::spawn_with(|s| s.redis_url = format!("redis://{address}")).await;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let body = json!({"user_id": 81, "asin": ITEMS[0].0, "event_type": "view"});
-    let response = http
-        .post(format!("{}/api/event", app.address))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    app.wait_for_rows(1).await;
+    let timeout = Duration::from_millis(300);
+    let app = TestApp::spawn_with(|s| {
+        s.redis_url = SecretUrl::new(format!("redis://{address}"));
+        s.redis_timeout_ms = timeout.as_millis() as u64;
+    })
+    .await;
+    // The catalogue cache warmed first, so that only Redis is timed.
+    assert_eq!(app.post_event(81, ITEMS[0].0, "view").await, 200);
+    tokio::time::sleep(BREAKER_COOLDOWN).await;
+
+    let started = Instant::now();
+    assert_eq!(app.post_event(81, ITEMS[0].0, "click").await, 200);
+    let first = started.elapsed();
+    assert!(
+        first >= timeout && first < timeout + Duration::from_millis(500),
+        "the deadline, plus little: {first:?}"
+    );
+    // The breaker is now open: the next request does not wait for Redis at all.
+    let started = Instant::now();
+    assert_eq!(app.post_event(81, ITEMS[0].0, "purchase").await, 200);
+    assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+    app.wait_for_rows(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,4 +232,57 @@ async fn rejecting_unknown_items_answers_503_when_the_catalogue_cannot_tell() {
         (status, answer["error"]["code"].as_str()),
         (422, Some("unknown_item"))
     );
+}
+
+/// The value of an unlabelled gauge in a Prometheus scrape.
+fn gauge(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in the scrape"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let url = format!("{}/metrics", app.address);
+    app.http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_gauges_rise_during_a_postgres_outage_and_fall_back_after_it() {
+    let (app, proxy) = TestApp::behind_postgres_proxy(|_| {}).await;
+    assert_eq!(app.post_event(91, ITEMS[0].0, "view").await, 200);
+    app.wait_for_rows(1).await;
+    proxy.cut();
+    for _ in 0..20 {
+        assert_eq!(app.post_event(91, ITEMS[0].0, "click").await, 200);
+    }
+    let during = scrape(&app).await;
+    assert!(gauge(&during, "journal_bytes") > 0.0, "{during}");
+    let age = gauge(&during, "journal_oldest_unwritten_seconds");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = scrape(&app).await;
+    assert!(
+        gauge(&later, "journal_oldest_unwritten_seconds") >= age + 1.0,
+        "the age grows while nothing is written: {age} then {later}"
+    );
+    assert!(gauge(&later, "journal_bytes") >= gauge(&during, "journal_bytes"));
+
+    proxy.restore();
+    app.wait_for_rows(21).await;
+    eventually("the gauges to fall back to zero", || async {
+        let after = scrape(&app).await;
+        gauge(&after, "journal_bytes") == 0.0
+            && gauge(&after, "journal_oldest_unwritten_seconds") == 0.0
+    })
+    .await;
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use event_ingest::config::Settings;
+use event_ingest::config::{SecretUrl, Settings};
 use event_ingest::startup::Application;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -60,8 +60,11 @@ impl Drop for TestDatabase {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                if let Ok(pool) =
-                    event_ingest::db::connect(&format!("{}/postgres", server_url()), 1).await
+                if let Ok(pool) = event_ingest::db::connect(
+                    &SecretUrl::new(format!("{}/postgres", server_url())),
+                    1,
+                )
+                .await
                 {
                     let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
                     let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
@@ -109,6 +112,9 @@ pub struct TestApp {
     pub pool: PgPool,
     pub prefix: String,
     pub settings: Settings,
+    /// The app's run: it ends with the app, on shutdown or when a background component dies.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))] // read by the fail point tests
+    pub running: JoinHandle<anyhow::Result<()>>,
     // Dropping the sender starts the app's graceful shutdown.
     _stop: oneshot::Sender<()>,
     // Dropped last, in this order: the journal directory, the Redis keys, the database.
@@ -124,8 +130,8 @@ pub fn test_settings(
     journal: &tempfile::TempDir,
 ) -> Settings {
     let mut settings = Settings::default();
-    settings.database.database_url = database.url.clone();
-    settings.redis_url = REDIS_URL.to_owned();
+    settings.database.database_url = SecretUrl::new(&database.url);
+    settings.redis_url = SecretUrl::new(REDIS_URL);
     settings.redis_key_prefix = prefix.0.clone();
     settings.journal_dir = journal.path().to_path_buf();
     settings.port = 0;
@@ -148,7 +154,8 @@ impl TestApp {
     pub async fn behind_postgres_proxy(adjust: impl FnOnce(&mut Settings)) -> (Self, Proxy) {
         let proxy = Proxy::start(postgres_address()).await;
         let app = Self::spawn_with(|s| {
-            s.database.database_url = through(&proxy, &s.database.database_url);
+            s.database.database_url =
+                SecretUrl::new(through(&proxy, s.database.database_url.expose()));
             adjust(s);
         })
         .await;
@@ -158,7 +165,10 @@ impl TestApp {
     /// The app reaching Redis through a proxy the test can cut.
     pub async fn behind_redis_proxy() -> (Self, Proxy) {
         let proxy = Proxy::start(redis_address()).await;
-        let app = Self::spawn_with(|s| s.redis_url = format!("redis://{}", proxy.address)).await;
+        let app = Self::spawn_with(|s| {
+            s.redis_url = SecretUrl::new(format!("redis://{}", proxy.address))
+        })
+        .await;
         (app, proxy)
     }
 
@@ -170,7 +180,7 @@ impl TestApp {
         let mut settings = test_settings(&database, &redis, &journal);
         adjust(&mut settings);
         // Seed through a direct connection, whatever the app's own URL (a proxy, say).
-        let pool = event_ingest::db::prepare(&database.url, 4)
+        let pool = event_ingest::db::prepare(&SecretUrl::new(&database.url), 4)
             .await
             .expect("test database");
         seed_catalogue(&pool).await;
@@ -179,7 +189,7 @@ impl TestApp {
             .expect("the app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(app.run_until_stopped(async {
+        let running = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
         Self {
@@ -188,6 +198,7 @@ impl TestApp {
             pool,
             prefix: redis.0.clone(),
             settings,
+            running,
             _stop: stop,
             _journal: journal,
             _redis: redis,
@@ -264,6 +275,17 @@ impl TestApp {
         let mut keys: Vec<String> = redis.keys(format!("{}*", self.prefix)).await.unwrap();
         keys.sort();
         keys
+    }
+
+    /// How many events Redis counted for the user (the sum of `recent_categories`; every test
+    /// item but the bare one has a category).
+    pub async fn counted_in_redis(&self, user_id: i64) -> i64 {
+        let mut redis = self.redis().await;
+        let counts: std::collections::HashMap<String, i64> = redis
+            .hgetall(self.key(user_id, "recent_categories"))
+            .await
+            .unwrap();
+        counts.values().sum()
     }
 
     /// Waits until `interaction_logs` holds `n` rows; panics after 20 s.

@@ -3,6 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use event_ingest::config::SecretUrl;
 use serde_json::json;
 use tokio::process::Child;
 
@@ -89,7 +90,9 @@ async fn sigterm_with_a_backlog_exits_only_after_storing_every_accepted_event() 
     let statuses = futures::future::join_all(posts).await;
     assert!(statuses.iter().all(|s| *s == 200));
 
-    let pool = event_ingest::db::connect(&database.url, 1).await.unwrap();
+    let pool = event_ingest::db::connect(&SecretUrl::new(&database.url), 1)
+        .await
+        .unwrap();
     let count = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM interaction_logs")
             .fetch_one(&pool)
@@ -124,7 +127,8 @@ async fn postgres_unreachable_at_start_up_is_one_clear_error_line_and_exit_code_
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    let lines: Vec<&str> = stderr.lines().collect();
+    // Besides the settings, logged at start-up.
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains("INFO")).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(
         lines[0].starts_with(
@@ -136,7 +140,7 @@ async fn postgres_unreachable_at_start_up_is_one_clear_error_line_and_exit_code_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_carry_the_request_id_and_never_a_password() {
+async fn json_logs_carry_the_request_id_and_the_settings_and_never_a_secret() {
     let database = TestDatabase::new();
     // The same database through a URL with a password (trust authentication ignores it).
     let with_password = database.url.replace("postgres@", "postgres:hunter2@");
@@ -146,6 +150,7 @@ async fn json_logs_carry_the_request_id_and_never_a_password() {
             ("DATABASE_URL", with_password),
             ("REDIS_URL", "redis://:sesame@127.0.0.1:9".to_owned()),
             ("JOURNAL_DIR", journal.path().display().to_string()),
+            ("API_KEYS", "k3y-for-the-test@http://localhost".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ],
@@ -157,6 +162,8 @@ async fn json_logs_carry_the_request_id_and_never_a_password() {
     let body = json!({"user_id": 3, "asin": ITEMS[0].0, "event_type": "view"});
     let response = http
         .post(format!("{base}/api/event"))
+        .header("x-api-key", "k3y-for-the-test")
+        .header("origin", "http://localhost")
         .json(&body)
         .send()
         .await
@@ -189,8 +196,13 @@ async fn json_logs_carry_the_request_id_and_never_a_password() {
         request_id.as_str(),
         "{warning}"
     );
-    assert!(
-        !logs.contains("hunter2") && !logs.contains("sesame"),
-        "a password reached the logs:\n{logs}"
-    );
+    let settings = lines
+        .iter()
+        .find(|l| l["message"] == "starting")
+        .unwrap_or_else(|| panic!("no settings logged at start-up in\n{logs}"));
+    let settings = settings["settings"].as_str().unwrap();
+    assert!(settings.contains("postgres:***@"), "{settings}");
+    for secret in ["hunter2", "sesame", "k3y-for-the-test"] {
+        assert!(!logs.contains(secret), "{secret} reached the logs:\n{logs}");
+    }
 }

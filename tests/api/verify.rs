@@ -18,7 +18,7 @@ async fn verify_passes_against_a_healthy_service() {
         database: DatabaseArgs {
             database_url: app.settings.database.database_url.clone(),
         },
-        redis_url: REDIS_URL.to_owned(),
+        redis_url: event_ingest::config::SecretUrl::new(REDIS_URL),
         redis_key_prefix: app.prefix.clone(),
         context_ttl_secs: 900,
         timeout_secs: 20,
