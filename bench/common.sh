@@ -64,7 +64,7 @@ rows() { psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM interaction_logs"; }
 # Waits until the service's journal holds nothing unwritten.
 wait_drained() {
   for _ in $(seq 1 1500); do
-    used=$(curl -s "http://127.0.0.1:$port/health/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["journal"]["used_bytes"])' 2>/dev/null || echo busy)
+    used=$(curl -s "http://127.0.0.1:$port/health/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["handoff"]["used_bytes"])' 2>/dev/null || echo busy)
     [ "$used" = 0 ] && return 0
     sleep 0.2
   done

@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::catalogue::CatalogueConfig;
 use crate::context::ContextConfig;
 use crate::event::MetadataLimits;
-use crate::journal::{JournalConfig, SyncPolicy};
+use crate::handoff::journal::{JournalConfig, SyncPolicy};
 use crate::rerank::{RerankConfig, RuleConfig};
 use crate::retry::RetryPolicy;
 use crate::server::ConnectionLimits;
@@ -385,7 +385,7 @@ impl Settings {
 pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Largest metadata a setting may allow, so that one event always fits one journal record
-/// ([`crate::journal::record::MAX_PAYLOAD_BYTES`], 16 MiB) with room to spare.
+/// ([`crate::handoff::journal::record::MAX_PAYLOAD_BYTES`], 16 MiB) with room to spare.
 pub const MAX_METADATA_LIMIT: usize = 1024 * 1024;
 
 /// A byte count from 1 to `MAX`.

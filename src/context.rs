@@ -379,6 +379,15 @@ impl Redis {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_redis_error_keeps_its_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = ContextError::Redis(Arc::new(redis::RedisError::from(io)));
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(source.to_string().contains("refused"), "{source}");
+        assert!(error.to_string().contains("refused"), "{error}");
+    }
+
     /// On Tokio's paused clock, which moves the monotonic clock and not the wall clock.
     #[tokio::test(start_paused = true)]
     async fn the_breaker_opens_after_a_failure_and_closes_after_the_cooldown() {

@@ -1,25 +1,27 @@
 //! The request path of ingestion, for one event or a batch: catalogue lookup, then the durable
 //! hand-off and the Redis context update side by side, then the answer.
 //!
-//! Ordering matters: the journal's room is reserved before anything is written, so a full journal
-//! refuses the request with nothing done; the Redis update runs while the journal flushes, so the
-//! request costs the slower of the two, not their sum. A Redis failure is a warning (the seed's
-//! rule); a journal failure is the request's failure, because only the journal makes it durable.
+//! Ordering matters: the hand-off takes the events (or refuses them, a full journal say) before
+//! anything is written, so a refusal leaves nothing done; the Redis update runs while the hand-off
+//! makes the events durable, so the request costs the slower of the two, not their sum. A Redis
+//! failure is a warning (the seed's rule); a hand-off failure is the request's failure, because
+//! only the hand-off makes the events durable.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::catalogue::{Catalogue, Lookup};
 use crate::config::UnknownItems;
 use crate::context::{ContextStore, ContextUpdate};
 use crate::event::{Asin, Event};
-use crate::journal::{AppendError, Journal};
+use crate::handoff::{Handoff, HandoffError};
 use crate::telemetry::Throttle;
 
 #[derive(Clone)]
 pub struct Ingest {
     pub catalogue: Catalogue,
     pub context: ContextStore,
-    pub journal: Journal,
+    pub handoff: Arc<dyn Handoff>,
     pub unknown_items: UnknownItems,
 }
 
@@ -35,8 +37,8 @@ pub enum Refusal {
 impl Ingest {
     /// Accepts `events` as one group: afterwards each is either durable (and in the user's
     /// context, unless Redis failed) or refused with a reason. The whole group fails only if the
-    /// journal cannot take it.
-    pub async fn accept(&self, events: &[Event]) -> Result<Vec<Result<(), Refusal>>, AppendError> {
+    /// hand-off cannot take it.
+    pub async fn accept(&self, events: &[Event]) -> Result<Vec<Result<(), Refusal>>, HandoffError> {
         let lookups = self.lookup(events).await;
         let outcomes: Vec<Result<(), Refusal>> = events
             .iter()
@@ -60,11 +62,9 @@ impl Ingest {
             return Ok(outcomes);
         }
 
-        let payloads = accepted
-            .iter()
-            .map(|(event, _)| serde_json::to_vec(event).expect("an event always serializes"))
-            .collect();
-        let durable = self.journal.append(payloads)?;
+        let durable = self
+            .handoff
+            .submit(&accepted.iter().map(|(event, _)| *event).collect::<Vec<_>>())?;
         let updates: Vec<ContextUpdate> = accepted
             .iter()
             .map(|(event, lookup)| ContextUpdate {

@@ -13,9 +13,10 @@ use crate::api::{self, AppState, Edge, Limits};
 use crate::catalogue::Catalogue;
 use crate::config::Settings;
 use crate::context::ContextStore;
+use crate::handoff::Handoff;
+use crate::handoff::journal::{Journal, JournalSource};
 use crate::health::Health;
 use crate::ingest::Ingest;
-use crate::journal::Journal;
 use crate::rerank::ReRankingService;
 use crate::writer::{self, WriterHandle};
 use crate::{db, server, telemetry};
@@ -26,8 +27,8 @@ pub const MAX_BATCH_EVENTS: usize = 500;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
-    journal: Journal,
-    writer: WriterHandle,
+    handoff: Arc<dyn Handoff>,
+    writer: Option<WriterHandle>,
     health: Health,
     settings: Settings,
 }
@@ -69,16 +70,16 @@ impl Application {
         let writer = writer::start(
             pool.clone(),
             catalogue.clone(),
-            journal.clone(),
-            reader,
+            JournalSource::new(journal.clone(), reader),
             settings.writer(),
             &health,
         );
+        let handoff: Arc<dyn Handoff> = Arc::new(journal);
         let rerank = ReRankingService::new(context.clone(), catalogue.clone(), &settings.rerank());
         let ingest = Ingest {
             catalogue,
             context,
-            journal: journal.clone(),
+            handoff: handoff.clone(),
             unknown_items: settings.unknown_items,
         };
         let state = AppState {
@@ -86,7 +87,7 @@ impl Application {
             rerank: Arc::new(rerank),
             pool,
             health: health.clone(),
-            writer: writer.status(),
+            writer: Some(writer.status()),
             limits: Limits {
                 max_body_bytes: settings.max_body_bytes,
                 max_batch_body_bytes: settings.max_batch_body_bytes,
@@ -101,8 +102,8 @@ impl Application {
         Ok(Self {
             listener,
             router: api::router(state, edge(&settings)),
-            journal,
-            writer,
+            handoff,
+            writer: Some(writer),
             health,
             settings,
         })
@@ -146,29 +147,29 @@ impl Application {
         self.health.begin_stopping();
         let deadline = *signalled.get_or_init(Instant::now) + timeout;
 
-        self.journal.close().await;
+        self.handoff.close().await;
         if let Some(death) = self.health.death() {
-            // The writer may be the one that died, and the journal replays anyway: no drain.
+            // The writer may be the one that died, and the hand-off keeps what is unwritten: no
+            // drain.
             return Err(anyhow::anyhow!(
-                "{death}; stopped so that a supervisor restarts the service (the journal keeps {} bytes unwritten, replayed at the next start)",
-                self.journal.used_bytes()
+                "{death}; stopped so that a supervisor restarts the service (the hand-off keeps what is unwritten: {:?})",
+                self.handoff.state()
             ));
         }
-        tracing::info!(
-            bytes = self.journal.used_bytes(),
-            "writing the journal's backlog to PostgreSQL"
-        );
-        if self
-            .writer
+        let Some(writer) = self.writer else {
+            tracing::info!("every accepted event is in the hand-off; bye");
+            return Ok(());
+        };
+        tracing::info!(handoff = ?self.handoff.state(), "writing the backlog to PostgreSQL");
+        if writer
             .drain(deadline.saturating_duration_since(Instant::now()))
             .await
         {
             tracing::info!("all accepted events are stored; bye");
         } else {
             tracing::warn!(
-                journal = %self.settings.journal_dir.display(),
-                bytes = self.journal.used_bytes(),
-                "PostgreSQL did not take the whole backlog in time; it stays in the journal and is written at the next start"
+                handoff = ?self.handoff.state(),
+                "PostgreSQL did not take the whole backlog in time; it stays in the hand-off and is written at the next start"
             );
         }
         Ok(())

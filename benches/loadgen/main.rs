@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use event_ingest::event::{Event, EventType, MetadataLimits};
-use event_ingest::journal::{Journal, JournalConfig, SyncPolicy};
+use event_ingest::handoff::journal::{Journal, JournalConfig, SyncPolicy};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use rand::SeedableRng;

@@ -11,8 +11,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::event::{InvalidEvent, ParseError};
+use crate::handoff::HandoffError;
 use crate::ingest::Refusal;
-use crate::journal::AppendError;
 
 /// Seconds a client is asked to wait when the service is overloaded.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -35,7 +35,7 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed here")]
     MethodNotAllowed,
-    #[error("the service is busy: its journal is full; retry later")]
+    #[error("the service is busy: its hand-off is full; retry later")]
     Overloaded,
     #[error("the service cannot take events right now; retry later")]
     Unavailable,
@@ -221,12 +221,15 @@ impl From<Refusal> for ApiError {
     }
 }
 
-impl From<AppendError> for ApiError {
-    fn from(error: AppendError) -> Self {
+impl From<HandoffError> for ApiError {
+    fn from(error: HandoffError) -> Self {
         match error {
-            AppendError::Full { .. } => ApiError::Overloaded,
+            HandoffError::Full(_) => ApiError::Overloaded,
             error => {
-                tracing::error!(%error, "an event could not be made durable");
+                static WARNING: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
+                if let Some(suppressed) = WARNING.allow() {
+                    tracing::error!(%error, suppressed, "events could not be made durable; refused with 503");
+                }
                 ApiError::Unavailable
             }
         }

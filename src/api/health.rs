@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::{AppState, READY_TIMEOUT};
+use crate::handoff::HandoffState;
 use crate::health::ComponentState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -47,13 +48,14 @@ pub async fn live(State(app): State<AppState>) -> (StatusCode, Json<Liveness>) {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ready` when PostgreSQL and Redis both answer and every background component runs;
-    /// `degraded` when PostgreSQL or Redis does not answer (events are still accepted: the journal
-    /// keeps them, as long as it has room); `dead` when a component died.
+    /// `ready` when PostgreSQL, Redis and the hand-off all answer and every background component
+    /// runs; `degraded` when one does not answer (with the journal, events are still accepted
+    /// while PostgreSQL or Redis is down, as long as the journal has room; with JetStream, while
+    /// PostgreSQL or Redis is down, not while NATS is); `dead` when a component died.
     pub status: &'static str,
     pub postgres: Check,
     pub redis: Check,
-    pub journal: JournalState,
+    pub handoff: HandoffState,
     /// The background components: `journal-appender`, `writer`, `redis-context`.
     #[schema(value_type = BTreeMap<String, ComponentState>)]
     pub components: BTreeMap<&'static str, ComponentState>,
@@ -65,12 +67,6 @@ pub struct Check {
     pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct JournalState {
-    pub used_bytes: u64,
-    pub limit_bytes: u64,
 }
 
 /// 200 when PostgreSQL and Redis answer and every component runs, 503 otherwise; the body says
@@ -94,8 +90,8 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>)
     let dead = components
         .values()
         .any(|state| matches!(state, ComponentState::Dead { .. }));
-    let ok = postgres.ok && redis.ok && !dead;
-    let journal = &app.ingest.journal;
+    let handoff = app.ingest.handoff.state();
+    let ok = postgres.ok && redis.ok && handoff.is_ok() && !dead;
     let readiness = Readiness {
         status: match (dead, ok) {
             (true, _) => "dead",
@@ -104,10 +100,7 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>)
         },
         postgres,
         redis,
-        journal: JournalState {
-            used_bytes: journal.used_bytes(),
-            limit_bytes: journal.limit_bytes(),
-        },
+        handoff,
         components,
     };
     let status = if ok {

@@ -51,7 +51,8 @@ pub struct AppState {
     pub rerank: Arc<ReRankingService>,
     pub pool: PgPool,
     pub health: Health,
-    pub writer: WriterStatus,
+    /// The writer's status, when this process runs one.
+    pub writer: Option<WriterStatus>,
     pub limits: Limits,
 }
 

@@ -1,18 +1,20 @@
-//! The background writer: journal → PostgreSQL, in batches, idempotently, with retries.
+//! The background writer: hand-off → PostgreSQL, in batches, idempotently, with retries.
 //!
-//! It reads records in journal order, gathers a batch (up to `batch_size` events, or whatever
-//! arrived within `batch_interval` of the first), and writes the batch in one transaction
-//! ([`batch`]): users and items not yet known are created so the foreign keys hold, and the
-//! events are inserted with their category and brand from the catalogue. `ON CONFLICT (event_id)
-//! DO NOTHING` makes a batch written twice (a retry after an unclear failure, a replay after a
-//! crash) store each event once. Only after the commit is the journal space released.
+//! It reads batches from a [`Source`] (the journal, or a JetStream consumer: it does not know
+//! which), up to `batch_size` events or whatever arrived within `batch_interval`, and writes each
+//! batch in one transaction ([`batch`]): users and items not yet known are created so the foreign
+//! keys hold, and the events are inserted with their category and brand from the catalogue.
+//! `ON CONFLICT (event_id) DO NOTHING` makes a batch written twice (a retry after an unclear
+//! failure, a replay after a crash, a redelivery) store each event once. Only after the commit is
+//! the batch confirmed to its source, in the order the batches were read.
 //!
 //! A batch that fails for a passing reason (connection lost, server restarting) is retried with
-//! backoff, forever: nothing leaves the journal unwritten. So is a batch that fails for a reason
-//! nobody foresaw (a dropped table, say): the writer stops there, loudly (errors in the log,
-//! `writer_failures_total`, the journal growing) rather than divert events an operator can mend. An event PostgreSQL refuses for its
-//! content (it should not happen: the endpoint validates) is found by writing the batch one event
-//! at a time, set aside in the journal's quarantine with the reason, and the rest go on.
+//! backoff, forever: nothing is confirmed unwritten. So is a batch that fails for a reason nobody
+//! foresaw (a dropped table, say): the writer stops there, loudly (errors in the log,
+//! `writer_failures_total`, the backlog growing) rather than divert events an operator can mend.
+//! An event PostgreSQL refuses for its content (it should not happen: the endpoint validates) is
+//! found by writing the batch one event at a time and set aside by the source with the reason
+//! (the journal's quarantine, the stream's dead-letter subject); the rest go on.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,16 +22,17 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-
-use crate::catalogue::Catalogue;
-use crate::event::Event;
-use crate::health::Health;
-use crate::journal::{Journal, JournalReader, Position, ReadRecord};
-use crate::retry::RetryPolicy;
-use batch::BatchWriter;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::catalogue::Catalogue;
+use crate::event::Event;
+use crate::handoff::{Fetched, SetAside, Source};
+use crate::health::Health;
+use crate::retry::RetryPolicy;
+use batch::BatchWriter;
 
 mod batch;
 
@@ -42,11 +45,14 @@ pub struct WriterConfig {
     pub retry: RetryPolicy,
 }
 
-/// The running writer. Dropping it stops the writer (the journal keeps what is unwritten); call
-/// [`WriterHandle::drain`] to write everything first.
+/// The writer's name in the health registry.
+pub const COMPONENT: &str = "writer";
+
+/// The running writer. Dropping it stops the writer (the source keeps what is unwritten); call
+/// [`WriterHandle::drain`] to write the source's backlog first.
 pub struct WriterHandle {
     stop: watch::Sender<bool>,
-    task: JoinHandle<Option<JournalReader>>,
+    task: JoinHandle<Option<()>>,
     status: WriterStatus,
 }
 
@@ -81,18 +87,18 @@ impl WriterHandle {
         self.status.clone()
     }
 
-    /// Writes everything the journal holds, then stops. Gives up after `timeout` (PostgreSQL
-    /// down at shutdown): what is left stays in the journal for the next start. Returns whether
-    /// everything was written.
+    /// Stops reading new batches, writes what it holds and the source's backlog (the journal's),
+    /// confirms it, and stops. Gives up after `timeout` (PostgreSQL down at shutdown): what is
+    /// left stays in the source. Returns whether everything was written.
     pub async fn drain(self, timeout: Duration) -> bool {
         let _ = self.stop.send(true);
         let mut task = self.task;
         match tokio::time::timeout(timeout, &mut task).await {
-            Ok(Ok(Some(_reader))) => true,
+            Ok(Ok(Some(()))) => true,
             // The health registry has logged why.
             Ok(Ok(None)) => false,
             Ok(Err(error)) => {
-                tracing::error!(%error, "the writer task failed; unwritten events stay in the journal");
+                tracing::error!(%error, "the writer task failed; what is unwritten stays in the hand-off");
                 false
             }
             Err(_) => {
@@ -103,14 +109,10 @@ impl WriterHandle {
     }
 }
 
-/// The writer's name in the health registry.
-pub const COMPONENT: &str = "writer";
-
-pub fn start(
+pub fn start<S: Source>(
     pool: PgPool,
     catalogue: Catalogue,
-    journal: Journal,
-    reader: JournalReader,
+    source: S,
     config: WriterConfig,
     health: &Health,
 ) -> WriterHandle {
@@ -120,10 +122,9 @@ pub fn start(
         status: status.clone(),
         storer: Arc::new(Storer {
             batches: BatchWriter::new(pool, catalogue),
-            journal,
             retry: config.retry,
         }),
-        reader,
+        source,
         config,
         stopping,
     };
@@ -134,12 +135,12 @@ pub fn start(
     }
 }
 
-/// Reads the journal and hands batches to [`Storer`]s, at most `parallel_batches` at a time,
-/// releasing journal space in journal order as they finish.
-struct Writer {
+/// Reads batches from the source and hands them to [`Storer`]s, at most `parallel_batches` at a
+/// time, confirming them to the source in order as they finish.
+struct Writer<S: Source> {
     status: WriterStatus,
     storer: Arc<Storer>,
-    reader: JournalReader,
+    source: S,
     config: WriterConfig,
     stopping: watch::Receiver<bool>,
 }
@@ -147,33 +148,27 @@ struct Writer {
 /// Writes one batch until it is stored; shared by the batches in flight.
 struct Storer {
     batches: BatchWriter,
-    journal: Journal,
     retry: RetryPolicy,
 }
 
-/// A batch ready to write: the events, and where the journal may be released to afterwards.
-struct Batch {
-    events: Vec<Event>,
+/// A batch ready to write: the events, what could not be decoded, and its receipt.
+struct Batch<R> {
+    events: Arc<Vec<Event>>,
+    undecodable: Vec<SetAside>,
     /// When its oldest event was accepted.
     oldest: Option<DateTime<Utc>>,
-    end: Position,
+    receipt: R,
 }
 
-/// A batch being written by a task of its own; aborted if dropped (a drain that timed out).
-struct InFlight {
-    batch: Arc<Batch>,
-    task: JoinHandle<()>,
+/// A batch being written by a task of its own, which yields the events PostgreSQL refused.
+struct InFlight<R> {
+    batch: Batch<R>,
+    task: AbortOnDropHandle<Vec<SetAside>>,
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Writer {
-    async fn run(mut self) -> JournalReader {
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+impl<S: Source> Writer<S> {
+    async fn run(mut self) {
+        let mut in_flight: VecDeque<InFlight<S::Receipt>> = VecDeque::new();
         loop {
             fail::fail_point!("writer");
             while in_flight.front().is_some_and(|b| b.task.is_finished()) {
@@ -185,15 +180,10 @@ impl Writer {
                 .track(in_flight.front().and_then(|b| b.batch.oldest));
             let stopping = *self.stopping.borrow();
             let room = in_flight.len() < self.config.parallel_batches;
-            if stopping && in_flight.is_empty() && !self.reader.has_unread() {
+            if stopping && in_flight.is_empty() && !self.source.has_backlog() {
                 break;
             }
-            if room && self.reader.has_unread() {
-                if let Some(batch) = self.gather().await {
-                    in_flight.push_back(self.spawn(Arc::new(batch), Duration::ZERO));
-                }
-                continue;
-            }
+            let fetch = room && (!stopping || self.source.has_backlog());
             let oldest = async {
                 match in_flight.front_mut() {
                     Some(batch) => (&mut batch.task).await,
@@ -201,119 +191,96 @@ impl Writer {
                 }
             };
             tokio::select! {
+                () = self.source.ready(), if fetch => {
+                    let (max, linger) = (self.config.batch_size, self.config.batch_interval);
+                    if let Some(fetched) = self.source.next(max, linger, &mut self.stopping).await {
+                        in_flight.push_back(self.spawn(decode(fetched), Duration::ZERO));
+                    }
+                }
                 outcome = oldest => {
                     let done = in_flight.pop_front().expect("the oldest batch finished");
                     self.settle(done, outcome, &mut in_flight).await;
                 }
-                () = self.reader.wait_for_unread(), if room && !stopping => {}
                 changed = self.stopping.changed(), if !stopping => {
                     if changed.is_err() {
-                        tracing::warn!("the writer's handle is gone; the writer stops, the journal keeps what is unwritten");
+                        tracing::warn!("the writer's handle is gone; the writer stops, the hand-off keeps what is unwritten");
                         break;
                     }
                 }
             }
         }
         self.status.track(None);
-        tracing::info!("the writer has stopped; the journal holds nothing it could write");
-        self.reader
+        tracing::info!("the writer has stopped; it holds nothing unwritten");
     }
 
-    /// Releases a finished batch's journal space, or, if its task failed (a panic), writes it
-    /// again after a pause, as the oldest batch in flight.
+    /// Sets aside what the finished batch could not store, then confirms it to the source; or,
+    /// if its task failed (a panic), writes it again after a pause, as the oldest batch in
+    /// flight.
     async fn settle(
         &mut self,
-        done: InFlight,
-        outcome: Result<(), tokio::task::JoinError>,
-        in_flight: &mut VecDeque<InFlight>,
+        done: InFlight<S::Receipt>,
+        outcome: Result<Vec<SetAside>, tokio::task::JoinError>,
+        in_flight: &mut VecDeque<InFlight<S::Receipt>>,
     ) {
         match outcome {
-            Ok(()) => self.release(done.batch.end).await,
+            Ok(refused) => {
+                for item in done.batch.undecodable.into_iter().chain(refused) {
+                    self.source.set_aside(item).await;
+                }
+                self.source.commit(done.batch.receipt).await;
+            }
             Err(error) => {
                 tracing::error!(%error, events = done.batch.events.len(), "a batch's writing task failed; writing it again");
                 let delay = self.storer.retry.parked_delay;
-                in_flight.push_front(self.spawn(done.batch.clone(), delay));
+                in_flight.push_front(self.spawn(done.batch, delay));
             }
         }
     }
 
     /// Starts writing `batch` on a task of its own, after `delay`.
-    fn spawn(&self, batch: Arc<Batch>, delay: Duration) -> InFlight {
+    fn spawn(&self, batch: Batch<S::Receipt>, delay: Duration) -> InFlight<S::Receipt> {
         let storer = self.storer.clone();
-        let events = batch.clone();
-        let task = tokio::spawn(async move {
+        let events = batch.events.clone();
+        let task = AbortOnDropHandle::new(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            storer.write_until_stored(&events.events).await;
-        });
+            storer.write_until_stored(&events).await
+        }));
         InFlight { batch, task }
     }
+}
 
-    async fn release(&mut self, end: Position) {
-        if let Err(error) = self.reader.release(end).await {
-            tracing::error!(%error, "could not release written journal space; it is retried with the next batch");
-        }
-    }
-
-    /// Reads up to a batch, waiting at most `batch_interval` for it to fill (not when stopping).
-    async fn gather(&mut self) -> Option<Batch> {
-        let deadline = tokio::time::Instant::now() + self.config.batch_interval;
-        let mut records = Vec::new();
-        loop {
-            let wanted = self.config.batch_size - records.len();
-            records.extend(self.read(wanted).await);
-            let full = records.len() >= self.config.batch_size;
-            if full || *self.stopping.borrow() || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::select! {
-                () = self.reader.wait_for_unread() => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                // A stop, or the handle gone: either way, no more waiting.
-                _ = self.stopping.changed() => break,
-            }
-        }
-        let end = records.last()?.end;
-        let mut events: Vec<Event> = Vec::with_capacity(records.len());
-        for record in records {
-            match serde_json::from_slice(&record.payload) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    tracing::error!(%error, "a journal record is not an event; setting it aside");
-                    let name = format!(
-                        "undecodable-{}-{}.json",
-                        record.end.segment, record.end.offset
-                    );
-                    self.storer.keep_aside(&name, &record.payload).await;
-                }
-            }
-        }
-        let oldest = events.iter().map(|e| e.received_at).min();
-        Some(Batch {
-            events,
-            oldest,
-            end,
-        })
-    }
-
-    async fn read(&mut self, max: usize) -> Vec<ReadRecord> {
-        // File I/O on an async thread: a read is at most a few MB, nearly always from the page
-        // cache, and only this task reads.
-        match self.reader.read(max) {
-            Ok(records) => records,
+/// Decodes the fetched records; those that are not events are set aside with the batch.
+fn decode<R>(fetched: Fetched<R>) -> Batch<R> {
+    let mut events = Vec::with_capacity(fetched.records.len());
+    let mut undecodable = Vec::new();
+    for (i, record) in fetched.records.iter().enumerate() {
+        match serde_json::from_slice::<Event>(record) {
+            Ok(event) => events.push(event),
             Err(error) => {
-                tracing::error!(%error, "could not read the journal; trying again shortly");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                Vec::new()
+                tracing::error!(%error, "a record of the hand-off is not an event; setting it aside");
+                undecodable.push(SetAside {
+                    name: format!("undecodable-{}-{i}", Utc::now().timestamp_millis()),
+                    bytes: record.to_vec(),
+                    reason: format!("not an event: {error}"),
+                });
             }
         }
+    }
+    let oldest = events.iter().map(|e| e.received_at).min();
+    Batch {
+        events: Arc::new(events),
+        undecodable,
+        oldest,
+        receipt: fetched.receipt,
     }
 }
 
 impl Storer {
-    /// Writes the batch, retrying passing failures until it is stored.
-    async fn write_until_stored(&self, events: &[Event]) {
+    /// Writes the batch, retrying passing failures until it is stored; returns the events
+    /// PostgreSQL refused for their content, to set aside.
+    async fn write_until_stored(&self, events: &[Event]) -> Vec<SetAside> {
         if events.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut attempt = 0;
         loop {
@@ -328,12 +295,11 @@ impl Storer {
                             "batch stored after retrying"
                         );
                     }
-                    return;
+                    return Vec::new();
                 }
                 Err(error) if error.is_data_error() => {
                     tracing::warn!(%error, "PostgreSQL refused a batch for its content; writing its events one by one");
-                    self.write_one_by_one(events).await;
-                    return;
+                    return self.write_one_by_one(events).await;
                 }
                 Err(error) => {
                     attempt += 1;
@@ -343,7 +309,7 @@ impl Storer {
                         metrics::counter!("writer_failures_total").increment(1);
                         tracing::error!(
                             %error, events = events.len(), attempt, retry_in = ?delay,
-                            "PostgreSQL write failed after all quick retries; the batch stays in the journal and is retried"
+                            "PostgreSQL write failed after all quick retries; the batch stays in the hand-off and is retried"
                         );
                     } else {
                         tracing::warn!(%error, events = events.len(), attempt, retry_in = ?delay, "PostgreSQL write failed; retrying");
@@ -354,45 +320,27 @@ impl Storer {
         }
     }
 
-    /// Copies `bytes` to the journal's quarantine, trying until it succeeds (a full disk, say):
-    /// only then may the journal let go of them. The file is written and flushed on a blocking
-    /// thread.
-    async fn keep_aside(&self, name: &str, bytes: &[u8]) {
-        loop {
-            let (journal, name, bytes) = (self.journal.clone(), name.to_owned(), bytes.to_vec());
-            let written = tokio::task::spawn_blocking(move || journal.quarantine(&name, &bytes))
-                .await
-                .unwrap_or_else(|panic| Err(std::io::Error::other(panic)));
-            match written {
-                Ok(path) => {
-                    tracing::warn!(path = %path.display(), "set aside in the journal's quarantine");
-                    return;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "could not write to the journal's quarantine; trying again");
-                    tokio::time::sleep(self.retry.parked_delay).await;
-                }
-            }
-        }
-    }
-
-    /// Isolates the events PostgreSQL refuses, quarantines them, and stores the rest.
-    async fn write_one_by_one(&self, events: &[Event]) {
+    /// Isolates the events PostgreSQL refuses and stores the rest; returns the refused ones.
+    async fn write_one_by_one(&self, events: &[Event]) -> Vec<SetAside> {
+        let mut refused = Vec::new();
         for event in events {
             let single = [event.clone()];
             match self.batches.write(&single, true).await {
                 Ok(stored) => record_written(1, stored, Instant::now()),
                 Err(error) if error.is_data_error() => {
                     tracing::error!(%error, event_id = %event.event_id, "PostgreSQL refused an event; setting it aside");
-                    let note = serde_json::json!({"error": error.to_string(), "event": event});
-                    let name = format!("refused-{}.json", event.event_id);
-                    self.keep_aside(&name, note.to_string().as_bytes()).await;
                     metrics::counter!("events_refused_total").increment(1);
+                    refused.push(SetAside {
+                        name: format!("refused-{}", event.event_id),
+                        bytes: crate::handoff::encode(event),
+                        reason: format!("PostgreSQL refused it: {error}"),
+                    });
                 }
                 // A passing failure: back to the patient path for this one event.
-                Err(_) => Box::pin(self.write_until_stored(&single)).await,
+                Err(_) => refused.extend(Box::pin(self.write_until_stored(&single)).await),
             }
         }
+        refused
     }
 }
 

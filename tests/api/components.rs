@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use event_ingest::context;
-use event_ingest::journal::APPENDER;
+use event_ingest::handoff::journal::APPENDER;
 use event_ingest::writer;
 
 use crate::helpers::{ITEMS, TestApp, eventually};

@@ -1,4 +1,5 @@
-//! The durable hand-off between the request path and the background writer.
+//! The journal: the default hand-off between the request path and the background writer, on
+//! the node's own disk ([`JournalSource`] is the writer's side).
 //!
 //! Each accepted event is appended to an append-only journal on local disk before the client gets
 //! its 200; the background writer reads the journal, stores batches in PostgreSQL, and only then
@@ -15,6 +16,7 @@ mod appender;
 pub mod reader;
 pub mod record;
 mod recovery;
+mod source;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -32,9 +34,10 @@ use tokio::sync::{oneshot, watch};
 
 pub use appender::COMPONENT as APPENDER;
 pub use reader::{JournalReader, ReadRecord};
+pub use recovery::RecoveryReport;
+pub use source::JournalSource;
 
 use crate::health::Health;
-pub use recovery::RecoveryReport;
 
 /// When appended records reach the disk itself (not just the kernel's page cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
