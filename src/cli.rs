@@ -1,10 +1,10 @@
-//! The command line: `serve`, `migrate`, `seed-catalog`, `verify`.
+//! The command line: `serve`, `writer`, `migrate`, `seed-catalog`, `verify`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{DatabaseArgs, Settings};
+use crate::config::{DatabaseArgs, Settings, WriterSettings};
 use crate::telemetry::LogFormat;
 use crate::{db, seed_catalog, startup, verify};
 
@@ -27,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the service (creates the database and applies migrations first).
     Serve(Box<Settings>),
+    /// Run a writer on its own: JetStream to PostgreSQL, beside API nodes run with
+    /// `serve --handoff jetstream --writer off`.
+    Writer(Box<WriterSettings>),
     /// Create the database if missing and apply pending migrations.
     Migrate(DatabaseArgs),
     /// Fill a synthetic catalogue (items, products, users) for demos and benchmarks.
@@ -41,6 +44,10 @@ impl Command {
             Command::Serve(settings) => {
                 let app = startup::Application::build(*settings).await?;
                 app.run_until_stopped(startup::shutdown_signal()).await?;
+            }
+            Command::Writer(settings) => {
+                let node = startup::WriterNode::build(*settings).await?;
+                node.run_until_stopped(startup::shutdown_signal()).await?;
             }
             Command::Migrate(args) => {
                 db::prepare(&args.database_url, 1).await?;

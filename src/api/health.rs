@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::{AppState, READY_TIMEOUT};
+use super::{READY_TIMEOUT, Vitals};
 use crate::handoff::HandoffState;
 use crate::health::ComponentState;
 
@@ -27,8 +27,8 @@ pub struct Liveness {
     (status = 200, body = Liveness),
     (status = 503, description = "A background component died", body = Liveness),
 ))]
-pub async fn live(State(app): State<AppState>) -> (StatusCode, Json<Liveness>) {
-    match app.health.death() {
+pub async fn live(State(vitals): State<Vitals>) -> (StatusCode, Json<Liveness>) {
+    match vitals.health.death() {
         None => (
             StatusCode::OK,
             Json(Liveness {
@@ -54,7 +54,9 @@ pub struct Readiness {
     /// PostgreSQL or Redis is down, not while NATS is); `dead` when a component died.
     pub status: &'static str,
     pub postgres: Check,
-    pub redis: Check,
+    /// On an API node; a writer on its own has no Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Check>,
     pub handoff: HandoffState,
     /// The background components: `journal-appender`, `writer`, `redis-context`.
     #[schema(value_type = BTreeMap<String, ComponentState>)]
@@ -75,23 +77,31 @@ pub struct Check {
     (status = 200, description = "PostgreSQL and Redis answer; every component runs", body = Readiness),
     (status = 503, description = "PostgreSQL or Redis does not answer (events are still accepted), or a component died", body = Readiness),
 ))]
-pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub async fn ready(State(vitals): State<Vitals>) -> (StatusCode, Json<Readiness>) {
     let postgres = check(async {
-        let query = sqlx::query("SELECT 1").execute(&app.pool);
+        let query = sqlx::query("SELECT 1").execute(&vitals.pool);
         match tokio::time::timeout(READY_TIMEOUT, query).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
         }
     });
-    let redis = check(async { app.ingest.context.ping().await.map_err(|e| e.to_string()) });
+    let redis = async {
+        match &vitals.context {
+            Some(context) => {
+                Some(check(async { context.ping().await.map_err(|e| e.to_string()) }).await)
+            }
+            None => None,
+        }
+    };
     let (postgres, redis) = tokio::join!(postgres, redis);
-    let components = app.health.components();
+    let components = vitals.health.components();
     let dead = components
         .values()
         .any(|state| matches!(state, ComponentState::Dead { .. }));
-    let handoff = app.ingest.handoff.state();
-    let ok = postgres.ok && redis.ok && handoff.is_ok() && !dead;
+    let handoff = vitals.handoff.state();
+    let redis_ok = redis.as_ref().is_none_or(|redis| redis.ok);
+    let ok = postgres.ok && redis_ok && handoff.is_ok() && !dead;
     let readiness = Readiness {
         status: match (dead, ok) {
             (true, _) => "dead",

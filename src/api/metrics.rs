@@ -7,18 +7,18 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::AppState;
+use super::Vitals;
 use crate::handoff::HandoffState;
 use crate::telemetry;
 
 /// `GET /metrics`, in Prometheus' text format. The gauges of state (the journal's backlog) are
 /// read at the scrape, so they move while nothing else happens, during an outage say.
-pub async fn render(State(app): State<AppState>) -> String {
-    if let HandoffState::Journal { used_bytes, .. } = app.ingest.handoff.state() {
+pub async fn render(State(vitals): State<Vitals>) -> String {
+    if let HandoffState::Journal { used_bytes, .. } = vitals.handoff.state() {
         metrics::gauge!("journal_bytes").set(used_bytes as f64);
         // The journal's writer reads it in order: the oldest event it is storing is the
         // journal's oldest unwritten one.
-        let age = app.writer.as_ref().map(|w| w.oldest_unwritten_age());
+        let age = vitals.writer.as_ref().map(|w| w.oldest_unwritten_age());
         metrics::gauge!("journal_oldest_unwritten_seconds")
             .set(age.unwrap_or_default().as_secs_f64());
     }

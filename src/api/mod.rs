@@ -27,7 +27,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::context::ContextStore;
 use crate::event::MetadataLimits;
+use crate::handoff::Handoff;
 use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::rerank::ReRankingService;
@@ -49,11 +51,27 @@ pub struct Limits {
 pub struct AppState {
     pub ingest: Ingest,
     pub rerank: Arc<ReRankingService>,
+    pub vitals: Vitals,
+    pub limits: Limits,
+}
+
+/// What the health endpoints and `/metrics` look at: shared by an API node and a writer on its
+/// own.
+#[derive(Clone)]
+pub struct Vitals {
     pub pool: PgPool,
     pub health: Health,
+    pub handoff: Arc<dyn Handoff>,
+    /// The Redis context, on an API node.
+    pub context: Option<ContextStore>,
     /// The writer's status, when this process runs one.
     pub writer: Option<WriterStatus>,
-    pub limits: Limits,
+}
+
+impl axum::extract::FromRef<AppState> for Vitals {
+    fn from_ref(state: &AppState) -> Self {
+        state.vitals.clone()
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -76,7 +94,7 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .route("/api/users/{user_id}/context", get(users::context))
         .route_layer(middleware::from_fn_with_state(edge.access, access::check));
     let demo = if edge.demo {
-        demo::routes(state.pool.clone())
+        demo::routes(state.vitals.pool.clone())
     } else {
         Router::new()
     };
@@ -107,6 +125,18 @@ pub fn router(state: AppState, edge: Edge) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The routes of a writer on its own: health and metrics.
+pub fn vitals_router(vitals: Vitals) -> Router {
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::render))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(vitals)
+        .layer(middleware::from_fn(metrics::record))
 }
 
 /// Browsers may call the API from the configured origins; with none configured, from

@@ -13,6 +13,7 @@
 //! Events travel as their JSON encoding ([`encode`]): the journal's records and the stream's
 //! messages hold the same bytes, described in docs/ARCHITECTURE.md.
 
+pub mod jetstream;
 pub mod journal;
 
 use std::time::Duration;

@@ -135,12 +135,12 @@ pub fn test_settings(
     settings.redis_key_prefix = prefix.0.clone();
     settings.journal_dir = journal.path().to_path_buf();
     settings.port = 0;
-    settings.batch_interval_ms = 10;
+    settings.writer.batch_interval_ms = 10;
     // A debug build on a busy machine can miss the default 50 ms, and the context would then be
     // skipped (by design); tests that read it need it written. Fault tests set their own.
     settings.redis_timeout_ms = 1000;
-    settings.retry_base_ms = 20;
-    settings.retry_parked_ms = 200;
+    settings.writer.retry_base_ms = 20;
+    settings.writer.retry_parked_ms = 200;
     settings.shutdown_timeout_secs = 10;
     settings
 }
@@ -422,4 +422,80 @@ pub fn redis_address() -> SocketAddr {
 /// `url` (of the local PostgreSQL server) rewritten to go through `proxy`.
 pub fn through(proxy: &Proxy, url: &str) -> String {
     url.replace("127.0.0.1:5432", &proxy.address.to_string())
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `nats-server` with JetStream of the test's own, on a free port, with its store in a
+/// directory of its own; killed when dropped. It can be stopped and started again on the same
+/// port and store.
+pub struct NatsServer {
+    pub port: u16,
+    store: tempfile::TempDir,
+    process: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            store: tempfile::tempdir().unwrap(),
+            process: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts the server (again), and waits until it takes connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let process = std::process::Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian's nats-server package) runs");
+        self.process = Some(process);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

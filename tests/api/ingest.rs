@@ -11,7 +11,7 @@ use crate::helpers::{BARE_ITEM, ITEMS, TestApp};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_type_is_stored_once_enriched_with_its_receive_time() {
     // A long batch interval: the writer stores the events well after the answers.
-    let app = TestApp::spawn_with(|s| s.batch_interval_ms = 400).await;
+    let app = TestApp::spawn_with(|s| s.writer.batch_interval_ms = 400).await;
     let (asin, category, brand) = ITEMS[0];
     let before = Utc::now().naive_utc();
     for event_type in ["view", "click", "add_to_cart", "purchase", "rate"] {

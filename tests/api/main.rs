@@ -9,6 +9,7 @@ mod edge;
 mod faults;
 mod helpers;
 mod ingest;
+mod jetstream;
 mod process;
 mod rerank;
 mod validation;

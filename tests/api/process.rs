@@ -7,15 +7,7 @@ use event_ingest::config::SecretUrl;
 use serde_json::json;
 use tokio::process::Child;
 
-use crate::helpers::{ITEMS, REDIS_URL, TestDatabase, eventually};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{ITEMS, REDIS_URL, TestDatabase, eventually, free_port};
 
 /// `event-ingest serve` with `env`, listening (this waits until it answers).
 struct Service {

@@ -17,6 +17,7 @@ async fn verify_passes_against_a_healthy_service() {
         url: app.address.clone(),
         database: DatabaseArgs {
             database_url: app.settings.database.database_url.clone(),
+            database_max_connections: 2,
         },
         redis_url: event_ingest::config::SecretUrl::new(REDIS_URL),
         redis_key_prefix: app.prefix.clone(),

@@ -1,4 +1,12 @@
 //! The service's settings: every one a flag and an environment variable, with the seed's defaults.
+//! `serve` takes [`Settings`], `writer` takes [`WriterSettings`]; the groups they share are in
+//! [`args`].
+
+mod args;
+
+pub use args::{
+    CatalogueArgs, DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, DatabaseArgs, NatsArgs, WriterArgs,
+};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -9,16 +17,12 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::catalogue::CatalogueConfig;
 use crate::context::ContextConfig;
 use crate::event::MetadataLimits;
 use crate::handoff::journal::{JournalConfig, SyncPolicy};
 use crate::rerank::{RerankConfig, RuleConfig};
-use crate::retry::RetryPolicy;
 use crate::server::ConnectionLimits;
-use crate::writer::WriterConfig;
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/event_ingest";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A connection URL that may carry a password. Its `Debug` and `Display` show it with the
@@ -77,14 +81,6 @@ impl std::str::FromStr for SecretUrl {
     }
 }
 
-/// Where to find PostgreSQL.
-#[derive(Debug, Clone, Args)]
-pub struct DatabaseArgs {
-    /// PostgreSQL URL; the database is created if missing.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
-    pub database_url: SecretUrl,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UnknownItems {
     /// Accept events for items not in the catalogue, creating the `items` row on write.
@@ -101,10 +97,45 @@ pub enum JournalSync {
     Interval,
 }
 
+/// Where accepted events are made durable before the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HandoffKind {
+    /// A journal on this node's disk, written by this node's writer (one machine).
+    Journal,
+    /// A NATS JetStream stream shared by every API node and every writer (several machines).
+    Jetstream,
+}
+
+/// Whether `serve` runs a writer too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WriterMode {
+    On,
+    /// An API node only: writers run elsewhere (`event-ingest writer`); needs `--handoff jetstream`.
+    Off,
+}
+
+/// The settings of `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// Where accepted events are made durable before the answer.
+    #[arg(long, env = "HANDOFF", value_enum, default_value_t = HandoffKind::Journal)]
+    pub handoff: HandoffKind,
+
+    /// Whether this process also writes the events to PostgreSQL.
+    #[arg(long = "writer", env = "WRITER", value_enum, default_value_t = WriterMode::On)]
+    pub writer_mode: WriterMode,
+
+    #[command(flatten)]
+    pub writer: WriterArgs,
+
+    #[command(flatten)]
+    pub catalogue: CatalogueArgs,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Redis URL. Redis may be down at start-up: the service runs on and reconnects.
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
@@ -134,31 +165,6 @@ pub struct Settings {
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
     pub redis_key_prefix: String,
 
-    /// Quick retries of a failed PostgreSQL write before it is logged as an error (the batch is
-    /// then kept and retried every --retry-parked-ms until it lands).
-    #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
-    pub max_retries: u32,
-
-    /// First retry delay; doubled per retry up to 2 s.
-    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 100)]
-    pub retry_base_ms: u64,
-
-    /// Delay between attempts once the quick retries are spent.
-    #[arg(long, env = "RETRY_PARKED_MS", default_value_t = 5_000)]
-    pub retry_parked_ms: u64,
-
-    /// Most events per PostgreSQL write.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
-    pub batch_size: u64,
-
-    /// Longest wait for a batch to fill before it is written anyway.
-    #[arg(long, env = "BATCH_INTERVAL_MS", default_value_t = 50)]
-    pub batch_interval_ms: u64,
-
-    /// Batches written to PostgreSQL at once, each on a connection of its own.
-    #[arg(long, env = "PARALLEL_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=16))]
-    pub parallel_batches: u64,
-
     /// Directory of the durable journal (created if missing).
     #[arg(long, env = "JOURNAL_DIR", default_value = "data/journal")]
     pub journal_dir: PathBuf,
@@ -182,22 +188,6 @@ pub struct Settings {
     /// What to do with events for items the catalogue does not know.
     #[arg(long, env = "UNKNOWN_ITEMS", value_enum, default_value_t = UnknownItems::Create)]
     pub unknown_items: UnknownItems,
-
-    /// Items kept in the in-process catalogue cache.
-    #[arg(long, env = "CATALOGUE_CACHE_CAPACITY", default_value_t = 100_000)]
-    pub catalogue_cache_capacity: u64,
-
-    /// Lifetime of a cached catalogue entry.
-    #[arg(long, env = "CATALOGUE_CACHE_TTL_SECS", default_value_t = 300)]
-    pub catalogue_cache_ttl_secs: u64,
-
-    /// Lifetime of a cached "no such item".
-    #[arg(long, env = "CATALOGUE_MISS_TTL_SECS", default_value_t = 30)]
-    pub catalogue_miss_ttl_secs: u64,
-
-    /// Deadline of a catalogue query on the request path.
-    #[arg(long, env = "CATALOGUE_TIMEOUT_MS", default_value_t = 100)]
-    pub catalogue_timeout_ms: u64,
 
     /// Largest request body of POST /api/event.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024, value_parser = bytes_up_to::<{ MAX_BODY_LIMIT }>)]
@@ -292,10 +282,6 @@ pub struct Settings {
     #[arg(long, env = "RERANK_RECENT_PENALTY_WEIGHT", default_value_t = 0.5, value_parser = weight)]
     pub rerank_recent_penalty_weight: f64,
 
-    /// PostgreSQL connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
-    pub database_max_connections: u32,
-
     /// On SIGTERM, how long to wait for in-flight requests and for the journal to drain.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
@@ -311,15 +297,6 @@ impl Settings {
         }
     }
 
-    pub fn catalogue(&self) -> CatalogueConfig {
-        CatalogueConfig {
-            capacity: self.catalogue_cache_capacity,
-            ttl: Duration::from_secs(self.catalogue_cache_ttl_secs),
-            miss_ttl: Duration::from_secs(self.catalogue_miss_ttl_secs),
-            timeout: Duration::from_millis(self.catalogue_timeout_ms),
-        }
-    }
-
     pub fn journal(&self) -> JournalConfig {
         JournalConfig {
             dir: self.journal_dir.clone(),
@@ -330,20 +307,6 @@ impl Settings {
                 JournalSync::Interval => {
                     SyncPolicy::Interval(Duration::from_millis(self.journal_sync_interval_ms))
                 }
-            },
-        }
-    }
-
-    pub fn writer(&self) -> WriterConfig {
-        WriterConfig {
-            batch_size: self.batch_size as usize,
-            batch_interval: Duration::from_millis(self.batch_interval_ms),
-            parallel_batches: self.parallel_batches as usize,
-            retry: RetryPolicy {
-                max_retries: self.max_retries,
-                base_delay: Duration::from_millis(self.retry_base_ms),
-                parked_delay: Duration::from_millis(self.retry_parked_ms),
-                ..RetryPolicy::default()
             },
         }
     }
@@ -381,6 +344,34 @@ impl Settings {
     }
 }
 
+/// The settings of `writer`: a writer on its own, reading the JetStream stream.
+#[derive(Debug, Clone, Args)]
+pub struct WriterSettings {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub writer: WriterArgs,
+
+    #[command(flatten)]
+    pub catalogue: CatalogueArgs,
+
+    /// Address of its health and metrics endpoints.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port of its health and metrics endpoints (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8001)]
+    pub port: u16,
+
+    /// On SIGTERM, how long to wait for the batches in hand to be stored and acknowledged.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+}
+
 /// Largest body a setting may allow: a batch of events must fit the journal's largest group.
 pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -416,17 +407,26 @@ fn weight(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The defaults, as a command with no flags would have them, whatever the environment holds:
+/// tests build their settings from these, so an exported `API_KEYS` cannot change them.
+fn defaults<T: Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true))
+        .mut_args(|arg| arg.env(None));
+    let matches = command
+        .try_get_matches_from(std::iter::empty::<String>())
+        .expect("the defaults parse");
+    T::from_arg_matches(&matches).expect("the defaults parse")
+}
+
 impl Default for Settings {
-    /// The defaults, as `serve` with no flags would have them, whatever the environment holds:
-    /// tests build their settings from these, so an exported `API_KEYS` cannot change them.
     fn default() -> Self {
-        use clap::{Command, FromArgMatches};
-        let command = Settings::augment_args(Command::new("serve").no_binary_name(true))
-            .mut_args(|arg| arg.env(None));
-        let matches = command
-            .try_get_matches_from(std::iter::empty::<String>())
-            .expect("the defaults parse");
-        Settings::from_arg_matches(&matches).expect("the defaults parse")
+        defaults()
+    }
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        defaults()
     }
 }
 

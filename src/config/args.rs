@@ -1,0 +1,173 @@
+//! Groups of settings that more than one command takes: PostgreSQL, the catalogue cache, the
+//! writer, NATS JetStream.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::SecretUrl;
+use crate::catalogue::CatalogueConfig;
+use crate::handoff::jetstream::JetStreamConfig;
+use crate::retry::RetryPolicy;
+use crate::writer::WriterConfig;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/event_ingest";
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// Where to find PostgreSQL.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: SecretUrl,
+
+    /// PostgreSQL connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+}
+
+/// The in-process cache of the catalogue (category and brand of each item).
+#[derive(Debug, Clone, Args)]
+pub struct CatalogueArgs {
+    /// Items kept in the in-process catalogue cache.
+    #[arg(long, env = "CATALOGUE_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub catalogue_cache_capacity: u64,
+
+    /// Lifetime of a cached catalogue entry.
+    #[arg(long, env = "CATALOGUE_CACHE_TTL_SECS", default_value_t = 300)]
+    pub catalogue_cache_ttl_secs: u64,
+
+    /// Lifetime of a cached "no such item".
+    #[arg(long, env = "CATALOGUE_MISS_TTL_SECS", default_value_t = 30)]
+    pub catalogue_miss_ttl_secs: u64,
+
+    /// Deadline of a catalogue query on the request path.
+    #[arg(long, env = "CATALOGUE_TIMEOUT_MS", default_value_t = 100)]
+    pub catalogue_timeout_ms: u64,
+}
+
+impl CatalogueArgs {
+    pub fn config(&self) -> CatalogueConfig {
+        CatalogueConfig {
+            capacity: self.catalogue_cache_capacity,
+            ttl: Duration::from_secs(self.catalogue_cache_ttl_secs),
+            miss_ttl: Duration::from_secs(self.catalogue_miss_ttl_secs),
+            timeout: Duration::from_millis(self.catalogue_timeout_ms),
+        }
+    }
+}
+
+/// How the writer batches and retries.
+#[derive(Debug, Clone, Args)]
+pub struct WriterArgs {
+    /// Most events per PostgreSQL write.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+    pub batch_size: u64,
+
+    /// Longest wait for a batch to fill before it is written anyway.
+    #[arg(long, env = "BATCH_INTERVAL_MS", default_value_t = 50)]
+    pub batch_interval_ms: u64,
+
+    /// Batches written to PostgreSQL at once, each on a connection of its own.
+    #[arg(long, env = "PARALLEL_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub parallel_batches: u64,
+
+    /// Quick retries of a failed PostgreSQL write before it is logged as an error (the batch is
+    /// then kept and retried every --retry-parked-ms until it lands).
+    #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+
+    /// First retry delay; doubled per retry up to 2 s.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 100)]
+    pub retry_base_ms: u64,
+
+    /// Delay between attempts once the quick retries are spent.
+    #[arg(long, env = "RETRY_PARKED_MS", default_value_t = 5_000)]
+    pub retry_parked_ms: u64,
+}
+
+impl WriterArgs {
+    pub fn config(&self) -> WriterConfig {
+        WriterConfig {
+            batch_size: self.batch_size as usize,
+            batch_interval: Duration::from_millis(self.batch_interval_ms),
+            parallel_batches: self.parallel_batches as usize,
+            retry: RetryPolicy {
+                max_retries: self.max_retries,
+                base_delay: Duration::from_millis(self.retry_base_ms),
+                parked_delay: Duration::from_millis(self.retry_parked_ms),
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+/// NATS JetStream, for `--handoff jetstream` and the `writer` command.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS URL (with credentials if the server wants them).
+    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL, hide_env_values = true)]
+    pub nats_url: SecretUrl,
+
+    /// The events' stream; created, or updated to these limits, at start-up.
+    #[arg(long, env = "NATS_STREAM", default_value = "EVENTS")]
+    pub nats_stream: String,
+
+    /// The events' subjects are `<prefix>.<event_type>`; dead letters go to `<prefix>_dead`.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "events")]
+    pub nats_subject_prefix: String,
+
+    /// Copies of the stream in a NATS cluster (3 in production; 1 for a single server).
+    #[arg(long, env = "NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub nats_replicas: u64,
+
+    /// How long the stream keeps an event (limits retention: other consumers can read it).
+    #[arg(long, env = "NATS_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(120..))]
+    pub nats_max_age_secs: u64,
+
+    /// Most bytes the stream keeps; the oldest events go first beyond it.
+    #[arg(long, env = "NATS_MAX_BYTES", default_value_t = 10 << 30, value_parser = clap::value_parser!(i64).range(1024 * 1024..))]
+    pub nats_max_bytes: i64,
+
+    /// How long an event id is remembered: a publish repeated within it is stored once. Cover
+    /// the clients' retries.
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(120..))]
+    pub nats_duplicate_window_secs: u64,
+
+    /// How long a request waits for JetStream to acknowledge its events (then 503).
+    #[arg(long, env = "NATS_ACK_TIMEOUT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_ack_timeout_ms: u64,
+
+    /// The writers' durable consumer, shared by every writer.
+    #[arg(long, env = "NATS_CONSUMER", default_value = "writers")]
+    pub nats_consumer: String,
+
+    /// How long a message handed to a writer may stay unacknowledged (the writer killed) before
+    /// another writer gets it.
+    #[arg(long, env = "NATS_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_ack_wait_secs: u64,
+
+    /// Most messages handed to writers and not yet acknowledged, across every writer.
+    #[arg(long, env = "NATS_MAX_ACK_PENDING", default_value_t = 20_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub nats_max_ack_pending: i64,
+}
+
+impl NatsArgs {
+    pub fn config(&self) -> JetStreamConfig {
+        JetStreamConfig {
+            url: self.nats_url.clone(),
+            stream: self.nats_stream.clone(),
+            subject_prefix: self.nats_subject_prefix.clone(),
+            replicas: self.nats_replicas as usize,
+            max_age: Duration::from_secs(self.nats_max_age_secs),
+            max_bytes: self.nats_max_bytes,
+            duplicate_window: Duration::from_secs(
+                self.nats_duplicate_window_secs.min(self.nats_max_age_secs),
+            ),
+            ack_timeout: Duration::from_millis(self.nats_ack_timeout_ms),
+            consumer: self.nats_consumer.clone(),
+            ack_wait: Duration::from_secs(self.nats_ack_wait_secs),
+            max_ack_pending: self.nats_max_ack_pending,
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Building the application from its settings, running it, and stopping it without losing events:
+//! `serve` here ([`Application`]), `writer` in [`WriterNode`].
+
+mod writer_node;
+
+pub use writer_node::WriterNode;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::api::access::{AccessConfig, AccessControl};
+use crate::api::limits::RequestLimits;
+use crate::api::{self, AppState, Edge, Limits, Vitals};
+use crate::catalogue::Catalogue;
+use crate::config::{HandoffKind, Settings, WriterMode};
+use crate::context::ContextStore;
+use crate::handoff::Handoff;
+use crate::handoff::jetstream::{JetStream, JetStreamHandoff, JetStreamSource};
+use crate::handoff::journal::{Journal, JournalSource};
+use crate::health::Health;
+use crate::ingest::Ingest;
+use crate::rerank::ReRankingService;
+use crate::writer::{self, WriterHandle};
+use crate::{db, server, telemetry};
+
+/// Most events in one `POST /api/events`.
+pub const MAX_BATCH_EVENTS: usize = 500;
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    handoff: Arc<dyn Handoff>,
+    writer: Option<WriterHandle>,
+    health: Health,
+    settings: Settings,
+}
+
+/// How long a service whose component died keeps answering (its readiness red, so that a load
+/// balancer stops sending to it) before it stops.
+pub const DEATH_GRACE: Duration = Duration::from_secs(2);
+
+impl Application {
+    /// Prepares PostgreSQL (database, migrations), opens the hand-off (recovering the journal,
+    /// or connecting to NATS in the background), starts the writer unless told not to, and
+    /// binds the listener. Neither Redis nor NATS is needed to start.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        telemetry::metrics_handle();
+        tracing::info!(?settings, "starting");
+        if settings.writer_mode == WriterMode::Off && settings.handoff == HandoffKind::Journal {
+            anyhow::bail!(
+                "--writer off needs --handoff jetstream: a node's journal is written by that node's own writer"
+            );
+        }
+        let health = Health::default();
+        let database = &settings.database;
+        let pool = db::prepare(&database.database_url, database.database_max_connections).await?;
+        let catalogue = Catalogue::new(pool.clone(), settings.catalogue.config());
+        let writer_config = settings.writer.config();
+        let (handoff, writer): (Arc<dyn Handoff>, Option<WriterHandle>) = match settings.handoff {
+            HandoffKind::Journal => {
+                let (journal, reader) = open_journal(&settings, &health)?;
+                let source = JournalSource::new(journal.clone(), reader);
+                let writer = writer::start(
+                    pool.clone(),
+                    catalogue.clone(),
+                    source,
+                    writer_config,
+                    &health,
+                );
+                (Arc::new(journal), Some(writer))
+            }
+            HandoffKind::Jetstream => {
+                let jetstream = JetStream::connect(settings.nats.config()).await?;
+                let writer = (settings.writer_mode == WriterMode::On).then(|| {
+                    let source = JetStreamSource::new(jetstream.clone());
+                    writer::start(
+                        pool.clone(),
+                        catalogue.clone(),
+                        source,
+                        writer_config,
+                        &health,
+                    )
+                });
+                (Arc::new(JetStreamHandoff::new(jetstream)), writer)
+            }
+        };
+
+        let context = ContextStore::new(&settings.redis_url, settings.context(), &health)
+            .context("REDIS_URL is not a valid Redis URL")?;
+        if let Err(error) = context.ping().await {
+            tracing::warn!(%error, "Redis is unreachable; serving without the realtime context until it is back");
+        }
+        let rerank = ReRankingService::new(context.clone(), catalogue.clone(), &settings.rerank());
+        let vitals = Vitals {
+            pool,
+            health: health.clone(),
+            handoff: handoff.clone(),
+            context: Some(context.clone()),
+            writer: writer.as_ref().map(WriterHandle::status),
+        };
+        let state = AppState {
+            ingest: Ingest {
+                catalogue,
+                context,
+                handoff: handoff.clone(),
+                unknown_items: settings.unknown_items,
+            },
+            rerank: Arc::new(rerank),
+            vitals,
+            limits: Limits {
+                max_body_bytes: settings.max_body_bytes,
+                max_batch_body_bytes: settings.max_batch_body_bytes,
+                max_batch_events: MAX_BATCH_EVENTS,
+                metadata: settings.metadata_limits(),
+            },
+        };
+        let listener = bind(settings.host, settings.port).await?;
+        Ok(Self {
+            listener,
+            router: api::router(state, edge(&settings)),
+            handoff,
+            writer,
+            health,
+            settings,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish,
+    /// and writes what the writer holds, and the journal's whole backlog, to PostgreSQL before
+    /// returning. Both steps share one deadline, `--shutdown-timeout-secs` after the signal; what
+    /// is not written by then stays in the hand-off.
+    ///
+    /// If a background component dies, the service answers for [`DEATH_GRACE`] more (readiness
+    /// red), stops without draining, and returns the death as an error: the process exits
+    /// non-zero, and the hand-off keeps what is unwritten for the next start.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let timeout = self.settings.shutdown_timeout();
+        let limits = self.settings.connection_limits();
+        let deadline = serve_watched(
+            self.listener,
+            self.router,
+            limits,
+            shutdown,
+            &self.health,
+            timeout,
+        )
+        .await?;
+        self.handoff.close().await;
+        stop_writer(self.writer, &self.health, deadline, &*self.handoff).await
+    }
+}
+
+/// Binds the listener.
+async fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    let address = SocketAddr::new(host, port);
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("could not listen on {address}"))
+}
+
+/// Opens and recovers the journal.
+fn open_journal(
+    settings: &Settings,
+    health: &Health,
+) -> anyhow::Result<(Journal, crate::handoff::journal::JournalReader)> {
+    let dir = settings.journal_dir.display().to_string();
+    let (journal, reader, recovery) = Journal::open(settings.journal(), health)
+        .with_context(|| format!("could not open the journal at {dir}"))?;
+    if recovery.records > 0 || recovery.torn_bytes > 0 || !recovery.quarantined.is_empty() {
+        tracing::info!(
+            records = recovery.records,
+            torn_bytes = recovery.torn_bytes,
+            quarantined = recovery.quarantined.len(),
+            journal = %dir,
+            "recovered the journal; its events are written to PostgreSQL now"
+        );
+    }
+    Ok((journal, reader))
+}
+
+/// Serves `router` until `shutdown` resolves or a background component dies (then after
+/// [`DEATH_GRACE`]); returns the deadline of the rest of the shutdown, `timeout` after it began.
+async fn serve_watched(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: server::ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    health: &Health,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening");
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let watched = {
+        let (signalled, health) = (signalled.clone(), health.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                _ = health.died() => tokio::time::sleep(DEATH_GRACE).await,
+            }
+            health.begin_stopping();
+            let _ = signalled.set(Instant::now());
+        }
+    };
+    server::serve(listener, router, limits, watched, timeout).await;
+    health.begin_stopping();
+    Ok(*signalled.get_or_init(Instant::now) + timeout)
+}
+
+/// After serving: a death is the run's error; otherwise the writer, if any, stores what it holds
+/// (and the journal's backlog) by `deadline`.
+async fn stop_writer(
+    writer: Option<WriterHandle>,
+    health: &Health,
+    deadline: Instant,
+    handoff: &dyn Handoff,
+) -> anyhow::Result<()> {
+    if let Some(death) = health.death() {
+        // The writer may be the one that died, and the hand-off keeps what is unwritten: no
+        // drain.
+        anyhow::bail!(
+            "{death}; stopped so that a supervisor restarts the service (the hand-off keeps what is unwritten: {:?})",
+            handoff.state()
+        );
+    }
+    let Some(writer) = writer else {
+        tracing::info!("every accepted event is in the hand-off; bye");
+        return Ok(());
+    };
+    tracing::info!(handoff = ?handoff.state(), "writing what is unwritten to PostgreSQL");
+    if writer
+        .drain(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
+        tracing::info!("all accepted events are stored; bye");
+    } else {
+        tracing::warn!(
+            handoff = ?handoff.state(),
+            "PostgreSQL did not take the whole backlog in time; it stays in the hand-off and is written at the next start"
+        );
+    }
+    Ok(())
+}
+
+/// The API's edge from the settings: limits, CORS, keys, rate limits.
+fn edge(settings: &Settings) -> Edge {
+    let access = Arc::new(AccessControl::new(&AccessConfig {
+        api_keys: settings.api_keys.clone(),
+        per_key_per_second: settings.rate_limit_per_key,
+        per_address_per_second: settings.rate_limit_per_ip,
+        burst: settings.rate_limit_burst,
+        trust_forwarded_for: settings.trust_forwarded_for,
+    }));
+    let idle = Arc::downgrade(&access);
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        while let Some(access) = {
+            every_minute.tick().await;
+            idle.upgrade()
+        } {
+            access.forget_idle();
+        }
+    });
+    Edge {
+        limits: RequestLimits::new(
+            settings.max_concurrent_requests,
+            Duration::from_secs(settings.request_timeout_secs),
+        ),
+        access,
+        cors_origins: settings.cors_origins.clone(),
+        body_timeout: Duration::from_secs(settings.body_read_timeout_secs),
+        demo: settings.demo,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
