@@ -18,7 +18,11 @@ pub enum LogFormat {
 /// Installs the global log subscriber. `RUST_LOG` filters (default: `info`).
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+        // The Redis cluster client warns on every command while a node is down; the service's
+        // own (throttled) warning says it once a second.
+        .unwrap_or_else(|_| {
+            EnvFilter::new("info,sqlx::postgres::notice=warn,redis::cluster_handling=error")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

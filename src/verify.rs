@@ -15,9 +15,9 @@ use rand::Rng;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::config::{DEFAULT_REDIS_URL, DatabaseArgs, SecretUrl};
-use crate::db;
-use crate::event::EventType;
+use crate::config::{DatabaseArgs, RedisArgs};
+use crate::event::{EventType, UserId};
+use crate::{context, db};
 
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
@@ -26,11 +26,9 @@ pub struct VerifyArgs {
     pub url: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
-    pub redis_url: SecretUrl,
-    /// The service's --redis-key-prefix.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
-    pub redis_key_prefix: String,
+    /// The service's Redis settings: where, and how its keys are named.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// The service's --context-ttl-secs: the keys' TTL must not exceed it.
     #[arg(long, env = "CONTEXT_TTL_SECS", default_value_t = 900)]
     pub context_ttl_secs: i64,
@@ -152,12 +150,12 @@ async fn check_redis(
     items: &[Item],
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let client = redis::Client::open(args.redis_url.expose())?;
-    let mut redis = client
-        .get_multiplexed_async_connection()
+    let mut redis = context::connect(&args.redis.redis_url, args.redis.redis_cluster)
         .await
         .context("Redis is unreachable")?;
-    let key = |name: &str| format!("{}user:{user_id}:{name}", args.redis_key_prefix);
+    let keys = args.redis.keys();
+    let user = UserId::new(user_id)?;
+    let key = |name: &str| keys.key(user, name);
 
     let recent: Vec<String> = redis.lrange(key("recent_items"), 0, -1).await?;
     let newest_first: Vec<String> = items.iter().rev().map(|i| i.asin.clone()).collect();

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use event_ingest::config::SecretUrl;
+use event_ingest::config::{RedisArgs, SecretUrl};
 use event_ingest::context::{ContextConfig, ContextStore};
 use event_ingest::event::UserId;
 use event_ingest::health::Health;
@@ -26,10 +26,9 @@ pub struct Args {
     unresolved: PathBuf,
     #[arg(long, env = "DATABASE_URL")]
     database_url: SecretUrl,
-    #[arg(long, env = "REDIS_URL", default_value = event_ingest::config::DEFAULT_REDIS_URL)]
-    redis_url: SecretUrl,
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
-    redis_key_prefix: String,
+    /// The service's Redis settings.
+    #[command(flatten)]
+    redis: RedisArgs,
 }
 
 fn read_events(path: &Path) -> anyhow::Result<Vec<(Uuid, i64)>> {
@@ -74,9 +73,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ttl: Duration::from_secs(900),
         recent_items_cap: 20,
         timeout: Duration::from_secs(5),
-        key_prefix: args.redis_key_prefix.clone(),
+        keys: args.redis.keys(),
     };
-    let store = ContextStore::new(&args.redis_url, config, &Health::default())?;
+    let redis = &args.redis;
+    let store = ContextStore::new(
+        &redis.redis_url,
+        redis.redis_cluster,
+        config,
+        &Health::default(),
+    )?;
     let (mut exact, mut over, mut under) = (0, 0, 0);
     let mut examples = Vec::new();
     for (user, expected) in &expected {

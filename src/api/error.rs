@@ -181,7 +181,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         metrics::counter!("requests_rejected_total", "reason" => self.code()).increment(1);
         if status.is_server_error() {
-            tracing::warn!(error = %self, "request refused");
+            static WARNING: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
+            if let Some(suppressed) = WARNING.allow() {
+                tracing::warn!(error = %self, suppressed, "request refused");
+            }
         }
         let body = ErrorBody {
             success: false,

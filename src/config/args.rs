@@ -7,12 +7,14 @@ use clap::Args;
 
 use super::SecretUrl;
 use crate::catalogue::CatalogueConfig;
+use crate::context::Keys;
 use crate::handoff::jetstream::JetStreamConfig;
 use crate::retry::RetryPolicy;
 use crate::writer::WriterConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/event_ingest";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// Where to find PostgreSQL.
 #[derive(Debug, Clone, Args)]
@@ -24,6 +26,38 @@ pub struct DatabaseArgs {
     /// PostgreSQL connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
+}
+
+/// Where the realtime context lives, and how its keys are named.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL; with --redis-cluster, the URLs of one or more cluster nodes, comma-separated.
+    /// Redis may be down at start-up: the service runs on and reconnects.
+    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
+    pub redis_url: SecretUrl,
+
+    /// REDIS_URL names a Redis Cluster. Its keys then carry the user id as a hash tag
+    /// (`user:{42}:recent_items`), so that one user's keys share a slot.
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+
+    /// Hash-tagged keys on a single Redis too (to move to a cluster later); the seed's names
+    /// (`user:42:recent_items`) otherwise.
+    #[arg(long, env = "REDIS_HASH_TAGS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_hash_tags: bool,
+
+    /// Prefix for every Redis key (to share one Redis between deployments); no braces.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
+    pub redis_key_prefix: String,
+}
+
+impl RedisArgs {
+    pub fn keys(&self) -> Keys {
+        Keys {
+            prefix: self.redis_key_prefix.clone(),
+            hash_tags: self.redis_hash_tags || self.redis_cluster,
+        }
+    }
 }
 
 /// The in-process cache of the catalogue (category and brand of each item).

@@ -5,7 +5,8 @@
 mod args;
 
 pub use args::{
-    CatalogueArgs, DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, DatabaseArgs, NatsArgs, WriterArgs,
+    CatalogueArgs, DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, DEFAULT_REDIS_URL, DatabaseArgs,
+    NatsArgs, RedisArgs, WriterArgs,
 };
 
 use std::fmt;
@@ -22,8 +23,6 @@ use crate::event::MetadataLimits;
 use crate::handoff::journal::{JournalConfig, SyncPolicy};
 use crate::rerank::{RerankConfig, RuleConfig};
 use crate::server::ConnectionLimits;
-
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A connection URL that may carry a password. Its `Debug` and `Display` show it with the
 /// password replaced by `***`; only [`SecretUrl::expose`] gives the real text, for connecting.
@@ -137,9 +136,8 @@ pub struct Settings {
     #[command(flatten)]
     pub nats: NatsArgs,
 
-    /// Redis URL. Redis may be down at start-up: the service runs on and reconnects.
-    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
-    pub redis_url: SecretUrl,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]
@@ -160,10 +158,6 @@ pub struct Settings {
     /// Deadline of one Redis call; past it the request goes on without Redis.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 50)]
     pub redis_timeout_ms: u64,
-
-    /// Prefix for every Redis key (to share one Redis between deployments).
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
-    pub redis_key_prefix: String,
 
     /// Directory of the durable journal (created if missing).
     #[arg(long, env = "JOURNAL_DIR", default_value = "data/journal")]
@@ -293,7 +287,7 @@ impl Settings {
             ttl: Duration::from_secs(self.context_ttl_secs),
             recent_items_cap: self.recent_items_cap as usize,
             timeout: Duration::from_millis(self.redis_timeout_ms),
-            key_prefix: self.redis_key_prefix.clone(),
+            keys: self.redis.keys(),
         }
     }
 

@@ -89,8 +89,17 @@ impl Application {
             }
         };
 
-        let context = ContextStore::new(&settings.redis_url, settings.context(), &health)
-            .context("REDIS_URL is not a valid Redis URL")?;
+        let context_config = settings.context();
+        if context_config.keys.hash_tags && context_config.keys.prefix.contains(['{', '}']) {
+            anyhow::bail!("--redis-key-prefix must hold no braces with hash-tagged keys");
+        }
+        let context = ContextStore::new(
+            &settings.redis.redis_url,
+            settings.redis.redis_cluster,
+            context_config,
+            &health,
+        )
+        .context("REDIS_URL is not a valid Redis URL")?;
         if let Err(error) = context.ping().await {
             tracing::warn!(%error, "Redis is unreachable; serving without the realtime context until it is back");
         }

@@ -12,7 +12,7 @@ use crate::helpers::{DEAD_REDIS_URL, ITEMS, TestApp, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_unreachable_events_still_get_200_and_reach_postgres() {
-    let app = TestApp::spawn_with(|s| s.redis_url = SecretUrl::new(DEAD_REDIS_URL)).await;
+    let app = TestApp::spawn_with(|s| s.redis.redis_url = SecretUrl::new(DEAD_REDIS_URL)).await;
     for event_type in ["view", "click", "purchase"] {
         assert_eq!(app.post_event(21, ITEMS[0].0, event_type).await, 200);
     }
@@ -193,7 +193,7 @@ async fn a_redis_that_accepts_but_never_answers_costs_only_the_timeout() {
     });
     let timeout = Duration::from_millis(300);
     let app = TestApp::spawn_with(|s| {
-        s.redis_url = SecretUrl::new(format!("redis://{address}"));
+        s.redis.redis_url = SecretUrl::new(format!("redis://{address}"));
         s.redis_timeout_ms = timeout.as_millis() as u64;
     })
     .await;

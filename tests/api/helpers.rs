@@ -131,8 +131,8 @@ pub fn test_settings(
 ) -> Settings {
     let mut settings = Settings::default();
     settings.database.database_url = SecretUrl::new(&database.url);
-    settings.redis_url = SecretUrl::new(REDIS_URL);
-    settings.redis_key_prefix = prefix.0.clone();
+    settings.redis.redis_url = SecretUrl::new(REDIS_URL);
+    settings.redis.redis_key_prefix = prefix.0.clone();
     settings.journal_dir = journal.path().to_path_buf();
     settings.port = 0;
     settings.writer.batch_interval_ms = 10;
@@ -166,7 +166,7 @@ impl TestApp {
     pub async fn behind_redis_proxy() -> (Self, Proxy) {
         let proxy = Proxy::start(redis_address()).await;
         let app = Self::spawn_with(|s| {
-            s.redis_url = SecretUrl::new(format!("redis://{}", proxy.address))
+            s.redis.redis_url = SecretUrl::new(format!("redis://{}", proxy.address))
         })
         .await;
         (app, proxy)
@@ -305,7 +305,8 @@ impl TestApp {
     }
 }
 
-async fn seed_catalogue(pool: &PgPool) {
+/// Fills the test catalogue: [`ITEMS`] and [`BARE_ITEM`].
+pub async fn seed_catalogue(pool: &PgPool) {
     for (asin, category, brand) in ITEMS {
         sqlx::query("INSERT INTO items (asin) VALUES ($1)")
             .bind(asin)

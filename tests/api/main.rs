@@ -10,6 +10,7 @@ mod faults;
 mod helpers;
 mod ingest;
 mod jetstream;
+mod nodes;
 mod process;
 mod rerank;
 mod validation;

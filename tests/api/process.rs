@@ -9,22 +9,28 @@ use tokio::process::Child;
 
 use crate::helpers::{ITEMS, REDIS_URL, TestDatabase, eventually, free_port};
 
-/// `event-ingest serve` with `env`, listening (this waits until it answers).
-struct Service {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
+/// `event-ingest serve` (or another command) with `env`, listening (this waits until it
+/// answers).
+pub struct Service {
+    pub child: Child,
+    pub base: String,
+    pub http: reqwest::Client,
 }
 
 impl Service {
-    async fn start(env: &[(&str, String)], stderr: Stdio) -> Self {
+    pub async fn start(env: &[(&str, String)], stderr: Stdio) -> Self {
+        Self::start_command("serve", env, stderr).await
+    }
+
+    pub async fn start_command(command: &str, env: &[(&str, String)], stderr: Stdio) -> Self {
         let port = free_port();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-ingest"))
-            .arg("serve")
+            .arg(command)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("PORT", port.to_string())
             .stdout(Stdio::null())
             .stderr(stderr)
+            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let service = Self {
@@ -40,11 +46,21 @@ impl Service {
         service
     }
 
-    fn terminate(&self) {
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGKILL: the process dies at once, as in a crash.
+    pub async fn kill(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait().await;
+    }
+
+    fn signal(&self, signal: &str) {
         let pid = self.child.id().unwrap().to_string();
         assert!(
             Command::new("kill")
-                .args(["-TERM", &pid])
+                .args([signal, &pid])
                 .status()
                 .unwrap()
                 .success()

@@ -78,7 +78,7 @@ async fn clicks_lift_their_category_and_lower_the_clicked_items_until_the_contex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_unreachable_the_input_order_comes_back_flagged() {
-    let app = TestApp::spawn_with(|s| s.redis_url = SecretUrl::new(DEAD_REDIS_URL)).await;
+    let app = TestApp::spawn_with(|s| s.redis.redis_url = SecretUrl::new(DEAD_REDIS_URL)).await;
     let mut request = candidates();
     request["items"].as_array_mut().unwrap().reverse();
     let (status, answer) = app.post("/api/rerank", &request).await;

@@ -19,8 +19,12 @@ async fn verify_passes_against_a_healthy_service() {
             database_url: app.settings.database.database_url.clone(),
             database_max_connections: 2,
         },
-        redis_url: event_ingest::config::SecretUrl::new(REDIS_URL),
-        redis_key_prefix: app.prefix.clone(),
+        redis: event_ingest::config::RedisArgs {
+            redis_url: event_ingest::config::SecretUrl::new(REDIS_URL),
+            redis_cluster: false,
+            redis_hash_tags: false,
+            redis_key_prefix: app.prefix.clone(),
+        },
         context_ttl_secs: 900,
         timeout_secs: 20,
     };

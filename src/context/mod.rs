@@ -1,0 +1,333 @@
+//! The user's short-term context in Redis: what the re-ranker reads.
+//!
+//! Three keys per user, exactly as docs/ARCHITECTURE.md names them (after an optional deployment
+//! prefix):
+//!
+//! | key | type | content |
+//! | --- | --- | --- |
+//! | `user:42:recent_items` | List | ASINs, newest first, capped |
+//! | `user:42:recent_categories` | Hash | category → interaction count |
+//! | `user:42:last_active` | String | RFC 3339 time of the last event |
+//!
+//! A fourth key, `user:42:event_ids` (a sorted set of the user's last client event ids), exists
+//! only for clients that send their own `event_id`: it makes a retried event count once. On a
+//! Redis Cluster the user id is a hash tag, `user:{42}:recent_items`, so that one user's keys
+//! share a slot and their update stays one atomic script ([`Keys`]).
+//!
+//! Updates are one Lua script call per user at most: one round trip, and no reader ever sees half
+//! an update. The calls of concurrent requests are merged ([`record`]). Every call has a deadline
+//! well under the request's budget, and after a failure of a single Redis, calls skip it for a
+//! second; the caller decides what a failure means (for ingestion: a warning and a 200).
+
+mod connection;
+mod record;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::Script;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use record::RECORD_SCRIPT;
+
+use crate::config::SecretUrl;
+use crate::event::{Event, UserId};
+use crate::health::Health;
+use crate::telemetry::monotonic_ms;
+use connection::Backend;
+pub use connection::Connection;
+use record::{Job, Prepared};
+
+#[derive(Debug, Clone)]
+pub struct ContextConfig {
+    pub ttl: Duration,
+    pub recent_items_cap: usize,
+    /// Deadline of one call to Redis.
+    pub timeout: Duration,
+    pub keys: Keys,
+}
+
+/// How a user's keys are named: the seed's `user:42:recent_items`, or with the user id as a Redis
+/// Cluster hash tag, `user:{42}:recent_items`; after a deployment prefix in either case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// Put before every key; empty in production, a random value per test. Must hold no `{`.
+    pub prefix: String,
+    pub hash_tags: bool,
+}
+
+impl Keys {
+    /// The key of one of a user's context entries, e.g. `user:1:recent_items`.
+    pub fn key(&self, user: UserId, name: &str) -> String {
+        if self.hash_tags {
+            format!("{}user:{{{user}}}:{name}", self.prefix)
+        } else {
+            format!("{}user:{user}:{name}", self.prefix)
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ContextError {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis failed less than {BREAKER_COOLDOWN:?} ago; not tried")]
+    RecentlyFailed,
+    /// Shared by every request of a merged call, hence the `Arc`.
+    #[error("Redis failed: {0}")]
+    Redis(#[source] Arc<redis::RedisError>),
+    #[error("the context store is shut down")]
+    Closed,
+}
+
+impl From<redis::RedisError> for ContextError {
+    fn from(error: redis::RedisError) -> Self {
+        ContextError::Redis(Arc::new(error))
+    }
+}
+
+/// A user's context as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UserContext {
+    /// ASINs, newest first.
+    pub recent_items: Vec<String>,
+    /// Category → number of recent interactions.
+    pub recent_categories: HashMap<String, i64>,
+    /// RFC 3339 time of the last event, if within the TTL.
+    pub last_active: Option<String>,
+}
+
+impl UserContext {
+    pub fn is_empty(&self) -> bool {
+        self.recent_items.is_empty() && self.recent_categories.is_empty()
+    }
+}
+
+/// After a failure of a single Redis, calls fail at once for this long, so that an outage costs a
+/// request nothing instead of the timeout; then calls try again. (A cluster's failures are one
+/// node's: the other nodes' users must not be skipped, so there is no breaker there.)
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// The name, in the health registry, of the task that makes the script calls.
+pub const COMPONENT: &str = "redis-context";
+
+/// One event to record, with the category the catalogue gave it (if any).
+pub struct ContextUpdate<'a> {
+    pub event: &'a Event,
+    pub category: Option<&'a str>,
+}
+
+/// A cloneable handle on the user contexts in Redis.
+#[derive(Clone)]
+pub struct ContextStore {
+    redis: Arc<Redis>,
+    merger: mpsc::UnboundedSender<Job>,
+}
+
+/// The connection and what every call shares.
+struct Redis {
+    backend: Backend,
+    config: ContextConfig,
+    script: Script,
+    breaker: Breaker,
+}
+
+/// After a failure, calls fail at once for [`BREAKER_COOLDOWN`]. Measured on the monotonic clock:
+/// a wall clock stepped back must not keep Redis skipped.
+#[derive(Default)]
+struct Breaker {
+    /// Until when ([`monotonic_ms`]) calls fail without trying.
+    open_until_ms: AtomicU64,
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        monotonic_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn trip(&self) {
+        let until = monotonic_ms() + BREAKER_COOLDOWN.as_millis() as u64;
+        self.open_until_ms.store(until, Ordering::Relaxed);
+    }
+}
+
+impl ContextStore {
+    /// Prepares the store without connecting: Redis may be down at start-up, and the connection is
+    /// made (and remade after a failure) by the first call that needs it. `url` is one Redis, or
+    /// with `cluster`, one or more nodes of a Redis Cluster, comma-separated (which also needs
+    /// hash-tagged keys). Must be called within a Tokio runtime: it starts the task that merges
+    /// updates.
+    pub fn new(
+        url: &SecretUrl,
+        cluster: bool,
+        config: ContextConfig,
+        health: &Health,
+    ) -> Result<Self, redis::RedisError> {
+        let backend = Backend::new(url, cluster, config.timeout)?;
+        let redis = Arc::new(Redis {
+            backend,
+            config,
+            script: Script::new(RECORD_SCRIPT),
+            breaker: Breaker::default(),
+        });
+        let (merger, jobs) = mpsc::unbounded_channel();
+        health.spawn(COMPONENT, record::merge_updates(redis.clone(), jobs));
+        Ok(Self { redis, merger })
+    }
+
+    pub fn config(&self) -> &ContextConfig {
+        &self.redis.config
+    }
+
+    /// The key of one of a user's context entries, e.g. `user:1:recent_items`.
+    pub fn key(&self, user: UserId, name: &str) -> String {
+        self.redis.config.keys.key(user, name)
+    }
+
+    /// Records events. Returns, per event, whether it was applied (false: its client event id was
+    /// seen within the TTL, so it was not counted again).
+    ///
+    /// Updates of concurrent requests travel together: one task makes the script calls, and each
+    /// round takes every update that arrived while the previous one was in flight (group commit,
+    /// as in the journal). A quiet service makes one call per request; a busy one far fewer calls
+    /// than requests, which saves Redis and the service a command and two system calls per event.
+    pub async fn record(&self, updates: &[ContextUpdate<'_>]) -> Result<Vec<bool>, ContextError> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.redis.check_breaker("record")?;
+        let updates = updates
+            .iter()
+            .map(|u| Prepared::new(&self.redis, u))
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        self.merger
+            .send(Job { updates, reply })
+            .map_err(|_| ContextError::Closed)?;
+        let timeout = self.redis.config.timeout;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(ContextError::Closed),
+            Err(_) => Err(ContextError::Timeout(timeout)),
+        }
+    }
+
+    /// Reads a user's context in one round trip (the three keys share a slot on a cluster).
+    pub async fn load(&self, user: UserId) -> Result<UserContext, ContextError> {
+        let redis = &self.redis;
+        let mut pipe = redis::pipe();
+        pipe.lrange(self.key(user, "recent_items"), 0, -1)
+            .hgetall(self.key(user, "recent_categories"))
+            .get(self.key(user, "last_active"));
+        let (recent_items, recent_categories, last_active) = redis
+            .call("load", async {
+                let mut connection = redis.backend.connection().await?;
+                pipe.query_async(&mut connection).await
+            })
+            .await?;
+        Ok(UserContext {
+            recent_items,
+            recent_categories,
+            last_active,
+        })
+    }
+
+    /// Whether Redis (every master of a cluster) answers a PING in time.
+    pub async fn ping(&self) -> Result<(), ContextError> {
+        self.redis.call("ping", self.redis.backend.ping()).await
+    }
+}
+
+/// A connection to the context's Redis (for tools that read the keys: `verify`, the benchmarks),
+/// made at once.
+pub async fn connect(url: &SecretUrl, cluster: bool) -> redis::RedisResult<Connection> {
+    Backend::new(url, cluster, Duration::from_secs(5))?
+        .connection()
+        .await
+}
+
+impl Redis {
+    /// Fails at once while the breaker is open (Redis failed less than a cooldown ago).
+    fn check_breaker(&self, operation: &'static str) -> Result<(), ContextError> {
+        if self.breaker.is_open() {
+            metrics::counter!("redis_failures_total", "operation" => operation, "reason" => "recently_failed")
+                .increment(1);
+            return Err(ContextError::RecentlyFailed);
+        }
+        Ok(())
+    }
+
+    /// Runs one call with the deadline, the breaker and the metrics.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        request: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, ContextError> {
+        self.check_breaker(operation)?;
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(self.config.timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(ContextError::from(error)),
+            Err(_) => Err(ContextError::Timeout(self.config.timeout)),
+        };
+        metrics::histogram!("redis_latency_seconds", "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(error) = &outcome {
+            let reason = match error {
+                ContextError::Timeout(_) => "timeout",
+                _ => "error",
+            };
+            metrics::counter!("redis_failures_total", "operation" => operation, "reason" => reason)
+                .increment(1);
+            if !self.backend.is_cluster() {
+                self.breaker.trip();
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_seed_or_carry_a_hash_tag() {
+        let user = UserId::new(42).unwrap();
+        let seed = Keys {
+            prefix: "p:".to_owned(),
+            hash_tags: false,
+        };
+        assert_eq!(seed.key(user, "recent_items"), "p:user:42:recent_items");
+        let tagged = Keys {
+            hash_tags: true,
+            ..seed
+        };
+        assert_eq!(tagged.key(user, "recent_items"), "p:user:{42}:recent_items");
+    }
+
+    #[test]
+    fn a_redis_error_keeps_its_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = ContextError::Redis(Arc::new(redis::RedisError::from(io)));
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(source.to_string().contains("refused"), "{source}");
+        assert!(error.to_string().contains("refused"), "{error}");
+    }
+
+    /// On Tokio's paused clock, which moves the monotonic clock and not the wall clock.
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_after_a_failure_and_closes_after_the_cooldown() {
+        let breaker = Breaker::default();
+        assert!(!breaker.is_open());
+        breaker.trip();
+        assert!(breaker.is_open());
+        tokio::time::advance(BREAKER_COOLDOWN - Duration::from_millis(1)).await;
+        assert!(breaker.is_open());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!breaker.is_open());
+    }
+}

@@ -1,0 +1,188 @@
+//! Recording events in Redis: the script that applies them, and the task that merges the updates
+//! of concurrent requests into as few script calls as the keys allow.
+//!
+//! On a single Redis one call carries every waiting update. A Redis Cluster takes a script only if
+//! all its keys are in one hash slot, so there the updates go in one call per slot (a user's keys
+//! share a slot through their hash tag); the calls of one round are sent together, and each
+//! node's multiplexed connection pipelines those that are its own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::SecondsFormat;
+use redis::cluster_routing::Slot;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ContextError, ContextUpdate, Redis};
+
+/// Most event ids remembered per user for deduplication: enough for any client's retries, and
+/// few enough that adding one stays cheap (Redis scans its compact encoding on every ZADD; ids
+/// are stored as their 16 bytes, not 36 characters, for the same reason).
+const EVENT_IDS_CAP: usize = 64;
+
+/// Most events in one round of script calls.
+const MAX_EVENTS_PER_ROUND: usize = 512;
+
+/// Applies a list of events. KEYS come four per event (recent_items, recent_categories,
+/// last_active, event_ids); ARGV holds the TTL, the list cap, the id-set cap and the time in ms
+/// (the ids' score: the oldest are trimmed first), then four per event (asin, category or '',
+/// last_active text, client event id or ''). Returns, per event, 1 if applied and 0 if its event
+/// id was already seen.
+pub const RECORD_SCRIPT: &str = r"
+local ttl, cap, ids_cap, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local applied = {}
+for i = 0, #KEYS / 4 - 1 do
+  local k, a = i * 4, 4 + i * 4
+  local fresh = 1
+  if ARGV[a + 4] ~= '' then
+    if redis.call('ZADD', KEYS[k + 4], 'NX', now, ARGV[a + 4]) == 0 then
+      fresh = 0
+    else
+      redis.call('ZREMRANGEBYRANK', KEYS[k + 4], 0, -ids_cap - 1)
+      redis.call('EXPIRE', KEYS[k + 4], ttl)
+    end
+  end
+  if fresh == 1 then
+    redis.call('LPUSH', KEYS[k + 1], ARGV[a + 1])
+    redis.call('LTRIM', KEYS[k + 1], 0, cap - 1)
+    redis.call('EXPIRE', KEYS[k + 1], ttl)
+    if ARGV[a + 2] ~= '' then
+      redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], 1)
+      redis.call('EXPIRE', KEYS[k + 2], ttl)
+    end
+    redis.call('SET', KEYS[k + 3], ARGV[a + 3], 'EX', ttl)
+  end
+  applied[i + 1] = fresh
+end
+return applied
+";
+
+/// One request's updates, waiting for the next round.
+pub(super) struct Job {
+    pub updates: Vec<Prepared>,
+    pub reply: oneshot::Sender<Result<Vec<bool>, ContextError>>,
+}
+
+/// An event's keys and arguments, ready for the script.
+pub(super) struct Prepared {
+    keys: [String; 4],
+    args: [Vec<u8>; 4],
+}
+
+impl Prepared {
+    pub(super) fn new(redis: &Redis, update: &ContextUpdate<'_>) -> Self {
+        let event = update.event;
+        let user = event.user_id;
+        let key = |name| redis.config.keys.key(user, name);
+        Prepared {
+            keys: [
+                key("recent_items"),
+                key("recent_categories"),
+                key("last_active"),
+                key("event_ids"),
+            ],
+            args: [
+                event.asin.as_str().into(),
+                update.category.unwrap_or_default().into(),
+                event
+                    .received_at
+                    .to_rfc3339_opts(SecondsFormat::Millis, true)
+                    .into(),
+                if event.client_event_id {
+                    event.event_id.as_bytes().to_vec()
+                } else {
+                    Vec::new()
+                },
+            ],
+        }
+    }
+}
+
+/// The task behind [`super::ContextStore::record`]: one round of script calls at a time, each
+/// carrying every update waiting when it starts. Ends when the last handle is dropped.
+pub(super) async fn merge_updates(redis: Arc<Redis>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        fail::fail_point!("redis-context");
+        let mut events = first.updates.len();
+        let mut round = vec![first];
+        while events < MAX_EVENTS_PER_ROUND {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    events += job.updates.len();
+                    round.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        // Requests that gave up waiting (their deadline passed) are not sent late.
+        round.retain(|job| !job.reply.is_closed());
+        if round.is_empty() {
+            continue;
+        }
+        if redis.backend.is_cluster() {
+            // One node down must not hold the others' users back: the next round starts without
+            // waiting for this one's slowest call.
+            tokio::spawn(apply_owned(redis.clone(), round));
+        } else {
+            apply(&redis, round).await;
+        }
+    }
+}
+
+async fn apply_owned(redis: Arc<Redis>, round: Vec<Job>) {
+    apply(&redis, round).await;
+}
+
+/// Makes the round's script calls (one, or one per slot), and answers each job.
+async fn apply(redis: &Redis, round: Vec<Job>) {
+    let updates: Vec<&Prepared> = round.iter().flat_map(|job| &job.updates).collect();
+    let groups: Vec<Vec<usize>> = if redis.backend.is_cluster() {
+        let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
+        for (i, update) in updates.iter().enumerate() {
+            by_slot
+                .entry(Slot::for_key(&update.keys[0]))
+                .or_default()
+                .push(i);
+        }
+        by_slot.into_values().collect()
+    } else {
+        vec![(0..updates.len()).collect()]
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let updates = &updates;
+    let calls = groups.iter().map(|group| async move {
+        let mut invocation = redis.script.prepare_invoke();
+        invocation
+            .arg(redis.config.ttl.as_secs().max(1))
+            .arg(redis.config.recent_items_cap)
+            .arg(EVENT_IDS_CAP)
+            .arg(now);
+        for &i in group {
+            invocation.key(&updates[i].keys).arg(&updates[i].args);
+        }
+        let flags: Result<Vec<i64>, ContextError> = redis
+            .call("record", async {
+                let mut connection = redis.backend.connection().await?;
+                invocation.invoke_async(&mut connection).await
+            })
+            .await;
+        flags
+    });
+    let outcomes = futures::future::join_all(calls).await;
+
+    let mut applied: Vec<Result<bool, ContextError>> = Vec::with_capacity(updates.len());
+    applied.resize_with(updates.len(), || Err(ContextError::Closed));
+    for (group, outcome) in groups.iter().zip(outcomes) {
+        for (n, &i) in group.iter().enumerate() {
+            applied[i] = match &outcome {
+                Ok(flags) => Ok(flags.get(n) == Some(&1)),
+                Err(error) => Err(error.clone()),
+            };
+        }
+    }
+    let mut applied = applied.into_iter();
+    for job in round {
+        let answer = applied.by_ref().take(job.updates.len()).collect();
+        let _ = job.reply.send(answer);
+    }
+}
