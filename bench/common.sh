@@ -15,6 +15,8 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 
 cleanup() {
   stop_service
+  stop_nodes
+  [ -d "$work/cluster" ] && scripts/cluster-down "$work/cluster"
   psql -q "$server/postgres" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "${prefix}*" | xargs -r -n 1000 redis-cli del >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -69,4 +71,50 @@ wait_drained() {
     sleep 0.2
   done
   echo "the journal did not drain" >&2; exit 1
+}
+
+# The several-machine deployment (bench/crash cluster, bench/run jetstream): NATS and a Redis
+# Cluster of their own (scripts/cluster-up), API nodes and writers as processes.
+declare -A node_pids=()
+
+# Starts NATS and the Redis Cluster; sets $nats_url and $cluster_redis_url.
+cluster_up() {
+  log "starting NATS and a three-master Redis Cluster (scripts/cluster-up)"
+  scripts/cluster-up "$work/cluster" >/dev/null
+  nats_url=$(sed -n 's/^NATS_URL=//p' "$work/cluster/env")
+  cluster_redis_url=$(sed -n 's/^REDIS_URL=//p' "$work/cluster/env")
+}
+
+# start_node NAME COMMAND PORT [ENV=VALUE ...]: `event-ingest COMMAND` (serve or writer) on PORT;
+# waits until it is ready.
+start_node() {
+  local name=$1 command=$2 node_port=$3; shift 3
+  env "$@" PORT="$node_port" REDIS_KEY_PREFIX="$prefix" RUST_LOG=${RUST_LOG:-warn} \
+    "$bin" "$command" >>"$work/$name.log" 2>&1 &
+  node_pids[$name]=$!
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$node_port/health/ready" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$name did not become ready; its log:" >&2; cat "$work/$name.log" >&2; exit 1
+}
+
+# kill_node NAME: SIGKILL.
+kill_node() {
+  kill -KILL "${node_pids[$1]}" 2>/dev/null; wait "${node_pids[$1]}" 2>/dev/null || true
+  unset "node_pids[$1]"
+}
+
+stop_nodes() {
+  local name
+  for name in "${!node_pids[@]}"; do
+    kill -TERM "${node_pids[$name]}" 2>/dev/null; wait "${node_pids[$name]}" 2>/dev/null || true
+  done
+  node_pids=()
+}
+
+# metric PORT NAME: the sum of a metric's series on the node at PORT (0 if it does not answer).
+metric() {
+  curl -s "http://127.0.0.1:$1/metrics" |
+    awk -v name="$2" '$1 == name || index($1, name "{") == 1 {sum += $2} END {printf "%d\n", sum}'
 }

@@ -98,6 +98,21 @@ def main():
         if a and b:
             row(f"journal {mode} (median of {len(a)}): (a) req/s; (b) p50/p99",
                 f"{median(a, 'requests_per_sec'):,.0f}; {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} ms")
+    for mode in ["journal", "jetstream"]:
+        a, b, ack = runs.get(f"handoff-{mode}-a"), runs.get(f"handoff-{mode}-b"), runs.get(f"handoff-{mode}-ack")
+        if a and b:
+            acks = ""
+            if mode == "jetstream" and ack:
+                means = sorted((r["after"]["sum"] - r["before"]["sum"]) * 1000 / max(r["after"]["count"] - r["before"]["count"], 1)
+                               for r in ack)
+                acks = f"; publish ack mean under (b) {means[len(means) // 2]:.2f} ms"
+            row(f"hand-off {mode} (median of {len(a)}): (a) req/s; (b) p50/p99",
+                f"{median(a, 'requests_per_sec'):,.0f}; {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} ms{acks}")
+    for writers in [1, 2]:
+        d = results.get(f"drain-writers-{writers}")
+        if d:
+            row(f"JetStream drain, {writers} writer(s): {d['events']:,} events",
+                f"{d['events'] / d['seconds']:,.0f} rows/s ({d['seconds']:.1f} s)")
     cpu_rows = [(label, results[key]) for key, label in [("a", "(a)"), ("b", "(b)"), ("c", "(c)")]
                 if key in results and "cpu" in results[key]]
     if cpu_rows:

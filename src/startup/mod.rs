@@ -30,13 +30,21 @@ use crate::{db, server, telemetry};
 /// Most events in one `POST /api/events`.
 pub const MAX_BATCH_EVENTS: usize = 500;
 
+/// `serve`: an API node, with its writer unless told not to.
 pub struct Application {
+    node: Node,
+}
+
+/// What `serve` and `writer` run alike: HTTP endpoints, the background components' watch, and the
+/// writer's drain at the end.
+struct Node {
     listener: TcpListener,
     router: axum::Router,
+    limits: server::ConnectionLimits,
+    shutdown_timeout: Duration,
     handoff: Arc<dyn Handoff>,
     writer: Option<WriterHandle>,
     health: Health,
-    settings: Settings,
 }
 
 /// How long a service whose component died keeps answering (its readiness red, so that a load
@@ -127,19 +135,21 @@ impl Application {
                 metadata: settings.metadata_limits(),
             },
         };
-        let listener = bind(settings.host, settings.port).await?;
         Ok(Self {
-            listener,
-            router: api::router(state, edge(&settings)),
-            handoff,
-            writer,
-            health,
-            settings,
+            node: Node {
+                listener: bind(settings.host, settings.port).await?,
+                router: api::router(state, edge(&settings)),
+                limits: settings.connection_limits(),
+                shutdown_timeout: settings.shutdown_timeout(),
+                handoff,
+                writer,
+                health,
+            },
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.node.port()
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish,
@@ -154,19 +164,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let timeout = self.settings.shutdown_timeout();
-        let limits = self.settings.connection_limits();
-        let deadline = serve_watched(
-            self.listener,
-            self.router,
-            limits,
-            shutdown,
-            &self.health,
-            timeout,
-        )
-        .await?;
-        self.handoff.close().await;
-        stop_writer(self.writer, &self.health, deadline, &*self.handoff).await
+        self.node.run(shutdown).await
     }
 }
 
@@ -198,68 +196,63 @@ fn open_journal(
     Ok((journal, reader))
 }
 
-/// Serves `router` until `shutdown` resolves or a background component dies (then after
-/// [`DEATH_GRACE`]); returns the deadline of the rest of the shutdown, `timeout` after it began.
-async fn serve_watched(
-    listener: TcpListener,
-    router: axum::Router,
-    limits: server::ConnectionLimits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    health: &Health,
-    timeout: Duration,
-) -> anyhow::Result<Instant> {
-    let address = listener.local_addr()?;
-    tracing::info!(%address, "listening");
-    let signalled = Arc::new(std::sync::OnceLock::new());
-    let watched = {
-        let (signalled, health) = (signalled.clone(), health.clone());
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                _ = health.died() => tokio::time::sleep(DEATH_GRACE).await,
-            }
-            health.begin_stopping();
-            let _ = signalled.set(Instant::now());
-        }
-    };
-    server::serve(listener, router, limits, watched, timeout).await;
-    health.begin_stopping();
-    Ok(*signalled.get_or_init(Instant::now) + timeout)
-}
+impl Node {
+    fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
 
-/// After serving: a death is the run's error; otherwise the writer, if any, stores what it holds
-/// (and the journal's backlog) by `deadline`.
-async fn stop_writer(
-    writer: Option<WriterHandle>,
-    health: &Health,
-    deadline: Instant,
-    handoff: &dyn Handoff,
-) -> anyhow::Result<()> {
-    if let Some(death) = health.death() {
-        // The writer may be the one that died, and the hand-off keeps what is unwritten: no
-        // drain.
-        anyhow::bail!(
-            "{death}; stopped so that a supervisor restarts the service (the hand-off keeps what is unwritten: {:?})",
-            handoff.state()
-        );
+    /// Serves until `shutdown` resolves or a background component dies (then after
+    /// [`DEATH_GRACE`]). Then the hand-off is closed, and a death is the run's error; otherwise
+    /// the writer, if any, stores what it holds (and the journal's backlog), by the deadline
+    /// `shutdown_timeout` after the stop began.
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let address = self.listener.local_addr()?;
+        tracing::info!(%address, "listening");
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        let watched = {
+            let (signalled, health) = (signalled.clone(), self.health.clone());
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    _ = health.died() => tokio::time::sleep(DEATH_GRACE).await,
+                }
+                health.begin_stopping();
+                let _ = signalled.set(Instant::now());
+            }
+        };
+        let timeout = self.shutdown_timeout;
+        server::serve(self.listener, self.router, self.limits, watched, timeout).await;
+        self.health.begin_stopping();
+        let deadline = *signalled.get_or_init(Instant::now) + timeout;
+        self.handoff.close().await;
+
+        if let Some(death) = self.health.death() {
+            // The writer may be the one that died, and the hand-off keeps what is unwritten: no
+            // drain.
+            anyhow::bail!(
+                "{death}; stopped so that a supervisor restarts the service (the hand-off keeps what is unwritten: {:?})",
+                self.handoff.state()
+            );
+        }
+        let Some(writer) = self.writer else {
+            tracing::info!("every accepted event is in the hand-off; bye");
+            return Ok(());
+        };
+        let handoff = self.handoff.state();
+        tracing::info!(?handoff, "writing what is unwritten to PostgreSQL");
+        if writer
+            .drain(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            tracing::info!("all accepted events are stored; bye");
+        } else {
+            tracing::warn!(
+                handoff = ?self.handoff.state(),
+                "PostgreSQL did not take the whole backlog in time; it stays in the hand-off and is written at the next start"
+            );
+        }
+        Ok(())
     }
-    let Some(writer) = writer else {
-        tracing::info!("every accepted event is in the hand-off; bye");
-        return Ok(());
-    };
-    tracing::info!(handoff = ?handoff.state(), "writing what is unwritten to PostgreSQL");
-    if writer
-        .drain(deadline.saturating_duration_since(Instant::now()))
-        .await
-    {
-        tracing::info!("all accepted events are stored; bye");
-    } else {
-        tracing::warn!(
-            handoff = ?handoff.state(),
-            "PostgreSQL did not take the whole backlog in time; it stays in the hand-off and is written at the next start"
-        );
-    }
-    Ok(())
 }
 
 /// The API's edge from the settings: limits, CORS, keys, rate limits.

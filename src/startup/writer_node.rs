@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
-use super::{bind, serve_watched, stop_writer};
+use super::{Node, bind};
 use crate::api::{self, Vitals};
 use crate::catalogue::Catalogue;
 use crate::config::WriterSettings;
@@ -14,17 +12,11 @@ use crate::handoff::Handoff;
 use crate::handoff::jetstream::{JetStream, JetStreamHandoff, JetStreamSource};
 use crate::health::Health;
 use crate::server::ConnectionLimits;
-use crate::writer::{self, WriterHandle};
+use crate::writer;
 use crate::{db, telemetry};
 
 pub struct WriterNode {
-    listener: TcpListener,
-    router: axum::Router,
-    /// For the stream's state; this node publishes nothing.
-    handoff: Arc<dyn Handoff>,
-    writer: WriterHandle,
-    health: Health,
-    shutdown_timeout: Duration,
+    node: Node,
 }
 
 impl WriterNode {
@@ -45,6 +37,7 @@ impl WriterNode {
             settings.writer.config(),
             &health,
         );
+        // For the stream's state in readiness; this node publishes nothing.
         let handoff: Arc<dyn Handoff> = Arc::new(JetStreamHandoff::new(jetstream));
         let vitals = Vitals {
             pool,
@@ -54,17 +47,23 @@ impl WriterNode {
             writer: Some(writer.status()),
         };
         Ok(Self {
-            listener: bind(settings.host, settings.port).await?,
-            router: api::vitals_router(vitals),
-            handoff,
-            writer,
-            health,
-            shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
+            node: Node {
+                listener: bind(settings.host, settings.port).await?,
+                router: api::vitals_router(vitals),
+                limits: ConnectionLimits {
+                    header_read_timeout: Duration::from_secs(10),
+                    max_header_bytes: 16 * 1024,
+                },
+                shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
+                handoff,
+                writer: Some(writer),
+                health,
+            },
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.node.port()
     }
 
     /// Runs until `shutdown` resolves; then finishes the batches in hand, acknowledges them and
@@ -73,19 +72,6 @@ impl WriterNode {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let limits = ConnectionLimits {
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-        };
-        let deadline = serve_watched(
-            self.listener,
-            self.router,
-            limits,
-            shutdown,
-            &self.health,
-            self.shutdown_timeout,
-        )
-        .await?;
-        stop_writer(Some(self.writer), &self.health, deadline, &*self.handoff).await
+        self.node.run(shutdown).await
     }
 }

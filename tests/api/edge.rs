@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ITEMS, TestApp, eventually};
+use crate::helpers::{ITEMS, TestApp, eventually, scrape};
 
 fn event() -> Value {
     json!({"user_id": 1, "asin": ITEMS[0].0, "event_type": "view"})
@@ -331,15 +331,7 @@ async fn metrics_cover_requests_events_rejections_redis_journal_and_writer() {
         .await
         .unwrap();
     app.wait_for_rows(1).await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&app.http, &app.address).await;
     for expected in [
         r#"http_requests_total{route="/api/event",method="POST",status="200"} 1"#,
         r#"http_requests_total{route="/api/event",method="POST",status="422"} 1"#,

@@ -8,7 +8,7 @@ use event_ingest::context::BREAKER_COOLDOWN;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{DEAD_REDIS_URL, ITEMS, TestApp, eventually};
+use crate::helpers::{DEAD_REDIS_URL, ITEMS, TestApp, eventually, metric, scrape};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_unreachable_events_still_get_200_and_reach_postgres() {
@@ -234,29 +234,6 @@ async fn rejecting_unknown_items_answers_503_when_the_catalogue_cannot_tell() {
     );
 }
 
-/// The value of an unlabelled gauge in a Prometheus scrape.
-fn gauge(scrape: &str, name: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in the scrape"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-async fn scrape(app: &TestApp) -> String {
-    let url = format!("{}/metrics", app.address);
-    app.http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_gauges_rise_during_a_postgres_outage_and_fall_back_after_it() {
     let (app, proxy) = TestApp::behind_postgres_proxy(|_| {}).await;
@@ -266,23 +243,23 @@ async fn the_journal_gauges_rise_during_a_postgres_outage_and_fall_back_after_it
     for _ in 0..20 {
         assert_eq!(app.post_event(91, ITEMS[0].0, "click").await, 200);
     }
-    let during = scrape(&app).await;
-    assert!(gauge(&during, "journal_bytes") > 0.0, "{during}");
-    let age = gauge(&during, "journal_oldest_unwritten_seconds");
+    let during = scrape(&app.http, &app.address).await;
+    assert!(metric(&during, "journal_bytes") > 0.0, "{during}");
+    let age = metric(&during, "journal_oldest_unwritten_seconds");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let later = scrape(&app).await;
+    let later = scrape(&app.http, &app.address).await;
     assert!(
-        gauge(&later, "journal_oldest_unwritten_seconds") >= age + 1.0,
+        metric(&later, "journal_oldest_unwritten_seconds") >= age + 1.0,
         "the age grows while nothing is written: {age} then {later}"
     );
-    assert!(gauge(&later, "journal_bytes") >= gauge(&during, "journal_bytes"));
+    assert!(metric(&later, "journal_bytes") >= metric(&during, "journal_bytes"));
 
     proxy.restore();
     app.wait_for_rows(21).await;
     eventually("the gauges to fall back to zero", || async {
-        let after = scrape(&app).await;
-        gauge(&after, "journal_bytes") == 0.0
-            && gauge(&after, "journal_oldest_unwritten_seconds") == 0.0
+        let after = scrape(&app.http, &app.address).await;
+        metric(&after, "journal_bytes") == 0.0
+            && metric(&after, "journal_oldest_unwritten_seconds") == 0.0
     })
     .await;
 }

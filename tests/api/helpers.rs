@@ -500,3 +500,21 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// A Prometheus scrape of the service at `base`.
+pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    let response = http.get(format!("{base}/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// The sum of a metric's series in a scrape (0 if it has none).
+pub fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -17,7 +17,9 @@ use redis::AsyncCommands;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{ITEMS, Proxy, TestDatabase, eventually, postgres_address, seed_catalogue};
+use crate::helpers::{
+    ITEMS, Proxy, TestDatabase, eventually, metric, postgres_address, scrape, seed_catalogue,
+};
 use crate::process::Service;
 
 /// The engines of `scripts/cluster-up`, in a directory of the test's own; stopped when dropped.
@@ -51,6 +53,7 @@ impl Cluster {
             nats_url: value("NATS_URL"),
             redis_url: value("REDIS_URL"),
             redis_ports: value("REDIS_PORTS")
+                .trim_matches('"')
                 .split(' ')
                 .map(|p| p.parse().unwrap())
                 .collect(),
@@ -229,20 +232,7 @@ impl Deployment {
     }
 
     async fn metric(&self, node: &Service, name: &str) -> f64 {
-        let scrape = node
-            .http
-            .get(format!("{}/metrics", node.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        scrape
-            .lines()
-            .filter(|line| line.starts_with(name))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric(&scrape(&node.http, &node.base).await, name)
     }
 }
 
@@ -499,4 +489,35 @@ async fn a_stopped_redis_master_gives_context_warnings_while_every_event_is_stor
         all
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_writer_finishes_its_batches_acknowledges_them_and_exits() {
+    let mut deployment = Deployment::start(1, 1).await;
+    let mut writer = deployment.writers.remove(0);
+    let stopped = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        writer.terminate();
+        let status = tokio::time::timeout(Duration::from_secs(30), writer.child.wait())
+            .await
+            .expect("the writer exits in time")
+            .unwrap();
+        assert!(status.success(), "exit status {status}");
+    };
+    let load = under_load(&deployment, stopped).await;
+    // A new writer takes the rest. Nothing the stopped writer stored comes to it again: it
+    // acknowledged every batch it had stored before it exited. (Messages on their way to it when
+    // it stopped do come again, after the ack wait; it had not stored them.)
+    let database_url = deployment.database.url.clone();
+    deployment.start_writer(database_url).await;
+    deployment
+        .assert_every_acknowledged_event_stored(&load, true)
+        .await;
+    let stored_again = deployment
+        .metric(&deployment.writers[0], "writer_duplicates_total")
+        .await;
+    assert_eq!(
+        stored_again, 0.0,
+        "everything the stopped writer stored was acknowledged"
+    );
 }

@@ -80,11 +80,13 @@ impl JetStreamConfig {
         }
     }
 
+    /// Dead letters are few: the stream takes a tenth of the events' bytes, at most 1 GiB
+    /// (JetStream reserves a stream's bytes on the server at creation).
     fn dead_letter_stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.dead_letter_stream(),
             subjects: vec![self.dead_letter_subject()],
-            duplicate_window: self.duplicate_window,
+            max_bytes: (self.max_bytes / 10).clamp(1024 * 1024, 1 << 30),
             ..self.events_stream()
         }
     }
