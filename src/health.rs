@@ -162,8 +162,9 @@ impl Health {
     }
 }
 
-/// Held by a running component; reports how it ended. Dropped without a report (the component's
-/// thread unwinding, say), it reports a death.
+/// Held by a running component; reports how it ended. Dropped without a report, the component
+/// was cancelled (the runtime shutting down, the process exiting): it has stopped, unless its
+/// thread is unwinding from a panic.
 pub struct Liveness {
     health: Health,
     name: &'static str,
@@ -197,10 +198,17 @@ impl Liveness {
 
 impl Drop for Liveness {
     fn drop(&mut self) {
-        if !self.ended {
-            let cause = "it ended without reporting how".to_owned();
-            self.health.set(self.name, ComponentState::Dead { cause });
+        if self.ended {
+            return;
         }
+        let state = if std::thread::panicking() {
+            ComponentState::Dead {
+                cause: "it panicked".to_owned(),
+            }
+        } else {
+            ComponentState::Stopped
+        };
+        self.health.set(self.name, state);
     }
 }
 
@@ -246,6 +254,16 @@ mod tests {
             "early",
             "the first death is kept"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_task_has_stopped_not_died() {
+        let health = Health::default();
+        let task = health.spawn("cancelled", std::future::pending::<()>());
+        task.abort();
+        let _ = task.await;
+        assert_eq!(health.components()["cancelled"], ComponentState::Stopped);
+        assert_eq!(health.death(), None);
     }
 
     #[test]

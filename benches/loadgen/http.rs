@@ -56,6 +56,10 @@ pub struct HttpArgs {
     /// With --retry: append `event_id,user_id` of every event still unanswered at the end.
     #[arg(long)]
     unresolved_file: Option<std::path::PathBuf>,
+    /// Also report the latency of every interval of this many seconds (`intervals` in the
+    /// output), to see a tail that comes and goes over a long run.
+    #[arg(long)]
+    interval_secs: Option<u64>,
 }
 
 /// An event's id and its user.
@@ -146,6 +150,8 @@ impl Plan {
 
 #[derive(Default)]
 struct Tally {
+    /// Latency of each interval (`--interval-secs`), by its index from the start.
+    intervals: Vec<Histogram<u64>>,
     ok: u64,
     statuses: BTreeMap<u16, u64>,
     failures: u64,
@@ -179,6 +185,14 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     for worker in workers {
         let (h, t) = worker.await??;
         histogram.add(h)?;
+        for (i, interval) in t.intervals.iter().enumerate() {
+            if tally.intervals.len() <= i {
+                tally
+                    .intervals
+                    .resize_with(i + 1, || Histogram::new(3).unwrap());
+            }
+            tally.intervals[i].add(interval)?;
+        }
         tally.ok += t.ok;
         tally.failures += t.failures;
         tally.retries += t.retries;
@@ -214,6 +228,19 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         "events_per_sec": (tally.ok * plan.events_per_request()) as f64 / seconds,
     });
     merge(&mut out, percentiles(&histogram));
+    if let Some(every) = args.interval_secs {
+        let intervals: Vec<_> = tally
+            .intervals
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let mut row = json!({"start_secs": i as u64 * every, "requests": h.len()});
+                merge(&mut row, percentiles(h));
+                row
+            })
+            .collect();
+        out["intervals"] = json!(intervals);
+    }
     println!("{out}");
     Ok(())
 }
@@ -283,7 +310,18 @@ async fn work(plan: Arc<Plan>, worker: u64) -> anyhow::Result<(Histogram<u64>, T
             };
             let status = response.status().as_u16();
             let body = response.into_body().collect().await.map(|b| b.to_bytes());
-            histogram.record(sent.elapsed().as_micros() as u64)?;
+            let micros = sent.elapsed().as_micros() as u64;
+            histogram.record(micros)?;
+            if let Some(every) = plan.args.interval_secs {
+                let i =
+                    (sent.saturating_duration_since(plan.start).as_secs() / every.max(1)) as usize;
+                if tally.intervals.len() <= i {
+                    tally
+                        .intervals
+                        .resize_with(i + 1, || Histogram::new(3).unwrap());
+                }
+                tally.intervals[i].record(micros)?;
+            }
             *tally.statuses.entry(status).or_default() += 1;
             if status == 200 {
                 tally.ok += 1;

@@ -1,9 +1,10 @@
 //! Who may call the API, and how often: optional API keys (a key may be limited to origins) and
 //! rate limits per key and per client address. All off by default, for local use.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -12,10 +13,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::RwLock;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use crate::telemetry::Throttle;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -29,8 +32,10 @@ struct ApiKey {
 
 pub struct AccessControl {
     keys: Vec<ApiKey>,
-    per_key: Option<DefaultKeyedRateLimiter<String>>,
-    per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Keyed by the configured keys' names: as many entries as keys at most.
+    per_key: Option<Limiter<String>>,
+    /// Keyed by client address (an IPv6 client by its /64), at most `max_addresses` entries.
+    per_address: Option<Limiter<IpAddr>>,
     trust_forwarded_for: bool,
 }
 
@@ -42,6 +47,8 @@ pub struct AccessConfig {
     pub per_address_per_second: u32,
     pub burst: u32,
     pub trust_forwarded_for: bool,
+    /// Most client addresses the per-address limiter remembers.
+    pub max_addresses: usize,
 }
 
 impl AccessControl {
@@ -67,19 +74,23 @@ impl AccessControl {
             .collect();
         Self {
             keys,
-            per_key: limiter(config.per_key_per_second, config.burst),
-            per_address: limiter(config.per_address_per_second, config.burst),
+            per_key: Limiter::new(config.per_key_per_second, config.burst, usize::MAX),
+            per_address: Limiter::new(
+                config.per_address_per_second,
+                config.burst,
+                config.max_addresses,
+            ),
             trust_forwarded_for: config.trust_forwarded_for,
         }
     }
 
-    /// Forgets idle keys and addresses, so the limiters' memory stays bounded.
+    /// Forgets idle keys and addresses, so the limiters' memory stays small.
     pub fn forget_idle(&self) {
         if let Some(limiter) = &self.per_key {
-            limiter.retain_recent();
+            limiter.current().retain_recent();
         }
         if let Some(limiter) = &self.per_address {
-            limiter.retain_recent();
+            limiter.current().retain_recent();
         }
     }
 
@@ -112,47 +123,97 @@ impl AccessControl {
         Ok(Some(key))
     }
 
-    /// The client's address: the peer's, or behind a trusted proxy, the last `X-Forwarded-For`
-    /// entry, the one that proxy added (the entries before it are the client's own word).
+    /// The client's address, as the rate limit counts it: the peer's, or behind a trusted proxy,
+    /// the last `X-Forwarded-For` entry, the one that proxy added (the entries before it are the
+    /// client's own word). An IPv6 client counts by its /64, the block one subscriber holds, so
+    /// that it cannot take a new budget with every address of its block.
     fn client_address(&self, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
-        if self.trust_forwarded_for
-            && let Some(last) = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .next_back()
-                .and_then(|v| v.trim().parse().ok())
-        {
-            return last;
+        let forwarded = self
+            .trust_forwarded_for
+            .then(|| {
+                headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .next_back()
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .flatten();
+        match forwarded.unwrap_or(peer.ip()) {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+            },
+            v4 => v4,
         }
-        peer.ip()
     }
 }
 
-/// A limiter of `per_second` requests per key with bursts of `burst`; none for a rate of 0.
-fn limiter<K: std::hash::Hash + Eq + Clone>(
-    per_second: u32,
-    burst: u32,
-) -> Option<DefaultKeyedRateLimiter<K>> {
-    let rate = NonZeroU32::new(per_second)?;
-    let burst = NonZeroU32::new(burst).unwrap_or(rate);
-    Some(RateLimiter::keyed(
-        Quota::per_second(rate).allow_burst(burst),
-    ))
+/// A keyed rate limiter whose memory is bounded: past `max_keys` entries it forgets the idle ones,
+/// and if every one is active (a flood of new addresses), it starts afresh, more lenient for a
+/// moment rather than unbounded.
+struct Limiter<K: std::hash::Hash + Eq + Clone> {
+    current: RwLock<Arc<DefaultKeyedRateLimiter<K>>>,
+    quota: Quota,
+    max_keys: usize,
+    checks: AtomicU64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
+    /// A limiter of `per_second` requests per key with bursts of `burst`; none for a rate of 0.
+    fn new(per_second: u32, burst: u32, max_keys: usize) -> Option<Self> {
+        let rate = NonZeroU32::new(per_second)?;
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        let quota = Quota::per_second(rate).allow_burst(burst);
+        Some(Self {
+            current: RwLock::new(Arc::new(RateLimiter::keyed(quota))),
+            quota,
+            max_keys,
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    fn current(&self) -> Arc<DefaultKeyedRateLimiter<K>> {
+        self.current.read().clone()
+    }
+
+    fn check(&self, key: &K) -> Result<(), ApiError> {
+        let limiter = self.current();
+        // Counting the entries costs a pass over the map's shards: not on every request.
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(256)
+            && limiter.len() >= self.max_keys
+        {
+            limiter.retain_recent();
+            if limiter.len() >= self.max_keys {
+                static WARNING: Throttle = Throttle::new();
+                if let Some(suppressed) = WARNING.allow() {
+                    tracing::warn!(
+                        max = self.max_keys,
+                        suppressed,
+                        "more active clients than the rate limiter may remember; it starts afresh"
+                    );
+                }
+                *self.current.write() = Arc::new(RateLimiter::keyed(self.quota));
+            }
+        }
+        limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited(wait.max(Duration::from_secs(1)))
+        })
+    }
 }
 
 fn over_limit<K: std::hash::Hash + Eq + Clone>(
-    limiter: &Option<DefaultKeyedRateLimiter<K>>,
+    limiter: &Option<Limiter<K>>,
     key: &K,
 ) -> Result<(), ApiError> {
-    let Some(limiter) = limiter else {
-        return Ok(());
-    };
-    limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        ApiError::RateLimited(wait.max(Duration::from_secs(1)))
-    })
+    limiter
+        .as_ref()
+        .map_or(Ok(()), |limiter| limiter.check(key))
 }
 
 /// The middleware in front of every `/api` route.
@@ -172,5 +233,49 @@ pub async fn check(
     match outcome {
         Ok(()) => next.run(request).await,
         Err(error) => error.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(max_addresses: usize) -> AccessControl {
+        AccessControl::new(&AccessConfig {
+            per_address_per_second: 1,
+            burst: 1,
+            max_addresses,
+            ..AccessConfig::default()
+        })
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let access = access(10);
+        let at = |ip: &str| {
+            access.client_address(&HeaderMap::new(), SocketAddr::new(ip.parse().unwrap(), 1))
+        };
+        assert_eq!(at("2001:db8:1:2:aaaa::1"), at("2001:db8:1:2:bbbb::9"));
+        assert_ne!(at("2001:db8:1:2::1"), at("2001:db8:1:3::1"));
+        assert_eq!(
+            at("::ffff:192.0.2.7"),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(at("192.0.2.7"), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_address_limiter_remembers_a_bounded_number_of_clients() {
+        let access = access(100);
+        let limiter = access.per_address.as_ref().unwrap();
+        for i in 0..100_000u32 {
+            let _ = limiter.check(&IpAddr::from(i.to_be_bytes()));
+        }
+        // Checked every 256 requests: at most that many past the bound.
+        assert!(
+            limiter.current().len() <= 100 + 256,
+            "{}",
+            limiter.current().len()
+        );
     }
 }

@@ -22,6 +22,7 @@ pub async fn render(State(vitals): State<Vitals>) -> String {
         metrics::gauge!("journal_oldest_unwritten_seconds")
             .set(age.unwrap_or_default().as_secs_f64());
     }
+    telemetry::collect_process_metrics();
     telemetry::metrics_handle().render()
 }
 

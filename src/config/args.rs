@@ -118,6 +118,10 @@ pub struct WriterArgs {
     /// Delay between attempts once the quick retries are spent.
     #[arg(long, env = "RETRY_PARKED_MS", default_value_t = 5_000)]
     pub retry_parked_ms: u64,
+
+    /// Users the writer remembers as present in `users` (so that it does not insert them again).
+    #[arg(long, env = "KNOWN_USERS_CAPACITY", default_value_t = 100_000)]
+    pub known_users_capacity: u64,
 }
 
 impl WriterArgs {
@@ -126,6 +130,7 @@ impl WriterArgs {
             batch_size: self.batch_size as usize,
             batch_interval: Duration::from_millis(self.batch_interval_ms),
             parallel_batches: self.parallel_batches as usize,
+            known_users: self.known_users_capacity,
             retry: RetryPolicy {
                 max_retries: self.max_retries,
                 base_delay: Duration::from_millis(self.retry_base_ms),

@@ -236,6 +236,11 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 0)]
     pub rate_limit_per_ip: u32,
 
+    /// Most client addresses the per-address rate limit remembers (an IPv6 client counts by its
+    /// /64); past it, idle ones are forgotten, and if none is idle, the limit starts afresh.
+    #[arg(long, env = "RATE_LIMIT_MAX_ADDRESSES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000).map(|n| n as usize))]
+    pub rate_limit_max_addresses: usize,
+
     /// Requests a key or address may send at once above its rate (the bucket's size).
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,

@@ -64,6 +64,7 @@ impl Application {
             );
         }
         let health = Health::default();
+        telemetry::spawn_metrics_upkeep(&health);
         let database = &settings.database;
         let pool = db::prepare(&database.database_url, database.database_max_connections).await?;
         let catalogue = Catalogue::new(pool.clone(), settings.catalogue.config());
@@ -263,6 +264,7 @@ fn edge(settings: &Settings) -> Edge {
         per_address_per_second: settings.rate_limit_per_ip,
         burst: settings.rate_limit_burst,
         trust_forwarded_for: settings.trust_forwarded_for,
+        max_addresses: settings.rate_limit_max_addresses,
     }));
     let idle = Arc::downgrade(&access);
     tokio::spawn(async move {

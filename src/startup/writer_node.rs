@@ -26,6 +26,7 @@ impl WriterNode {
         telemetry::metrics_handle();
         tracing::info!(?settings, "starting a writer");
         let health = Health::default();
+        telemetry::spawn_metrics_upkeep(&health);
         let database = &settings.database;
         let pool = db::prepare(&database.database_url, database.database_max_connections).await?;
         let catalogue = Catalogue::new(pool.clone(), settings.catalogue.config());

@@ -21,9 +21,6 @@ use crate::event::{Asin, Event};
 /// that cannot be enriched cannot be written.
 const CATALOGUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Users remembered as present in `users`.
-const KNOWN_USERS: u64 = 100_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     #[error("the catalogue did not answer, so the events cannot be enriched yet")]
@@ -53,11 +50,11 @@ pub struct BatchWriter {
 }
 
 impl BatchWriter {
-    pub fn new(pool: PgPool, catalogue: Catalogue) -> Self {
+    pub fn new(pool: PgPool, catalogue: Catalogue, known_users: u64) -> Self {
         Self {
             pool,
             catalogue,
-            known_users: moka::sync::Cache::new(KNOWN_USERS),
+            known_users: moka::sync::Cache::new(known_users),
         }
     }
 

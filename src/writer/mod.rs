@@ -42,6 +42,8 @@ pub struct WriterConfig {
     pub batch_interval: Duration,
     /// Batches written at once, each on a connection of its own.
     pub parallel_batches: usize,
+    /// Users remembered as present in `users`.
+    pub known_users: u64,
     pub retry: RetryPolicy,
 }
 
@@ -121,7 +123,7 @@ pub fn start<S: Source>(
     let writer = Writer {
         status: status.clone(),
         storer: Arc::new(Storer {
-            batches: BatchWriter::new(pool, catalogue),
+            batches: BatchWriter::new(pool, catalogue, config.known_users),
             retry: config.retry,
         }),
         source,

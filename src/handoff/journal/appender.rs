@@ -3,17 +3,26 @@
 //! Group commit: while the thread writes and flushes one group, new appends queue in its channel;
 //! the next round takes all of them at once, so they share one `write` and one `fdatasync`. Under
 //! load the cost of a flush is spread over every request that arrived during the previous one.
+//!
+//! Nothing but the write and its flush is on the path of an acknowledgement: the next segment is
+//! made ahead of time by a thread of its own (the file, and the directory flush that makes it
+//! survive a crash), so that a rotation only swaps files; an old segment still to flush (the
+//! interval policy) is flushed off this thread; released segments are deleted by the reader.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
+use std::thread;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::{AppendError, JournalConfig, Position, Shared, SyncPolicy, record, sync_dir};
+use super::{
+    AppendError, JournalConfig, Position, Shared, SyncPolicy, record, segment_path, sync_dir,
+};
 use crate::health::Health;
 
 /// The appender's name in the health registry.
@@ -38,12 +47,16 @@ pub(super) fn start(
     health: &Health,
 ) -> io::Result<mpsc::Sender<Message>> {
     let (sender, receiver) = mpsc::channel();
-    let segment = Segment::create(&shared, first_segment)?;
+    let segment = Segment::create(&shared.dir, first_segment)?;
+    shared.segments.lock().insert(first_segment, 0);
+    let spare = Spare::prepare(&shared.dir, first_segment + 1);
     let mut appender = Appender {
         shared,
         sync: config.sync,
         segment_bytes: config.segment_bytes,
         segment,
+        spare,
+        stray_bytes: false,
         unsynced_since: None,
         buffer: Vec::with_capacity(64 * 1024),
     };
@@ -58,17 +71,53 @@ struct Segment {
 }
 
 impl Segment {
-    /// Starts segment `id`. A file of that name can only be left over from a creation that failed
-    /// half-way (ids only grow), so it is emptied.
-    fn create(shared: &Shared, id: u64) -> io::Result<Self> {
+    /// Makes the file of segment `id`, and flushes the directory so that the file survives a
+    /// crash. A file of that name can only be left over from a creation that failed half-way, or
+    /// a spare never used (ids only grow), so it is emptied.
+    fn create(dir: &Path, id: u64) -> io::Result<Self> {
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(shared.segment_path(id))?;
-        sync_dir(&shared.dir)?;
-        shared.segments.lock().insert(id, 0);
+            .open(segment_path(dir, id))?;
+        sync_dir(dir)?;
         Ok(Self { id, file, len: 0 })
+    }
+}
+
+/// The next segment, being made by a thread of its own.
+struct Spare {
+    id: u64,
+    making: Option<thread::JoinHandle<io::Result<Segment>>>,
+}
+
+impl Spare {
+    fn prepare(dir: &Path, id: u64) -> Self {
+        let dir = dir.to_path_buf();
+        let making = thread::Builder::new()
+            .name("journal-spare".into())
+            .spawn(move || Segment::create(&dir, id))
+            .ok();
+        Self { id, making }
+    }
+
+    /// The spare segment; made here and now if its thread could not make it.
+    fn take(self, dir: &Path) -> io::Result<Segment> {
+        let made = self
+            .making
+            .map(|thread| {
+                thread.join().unwrap_or_else(|_| {
+                    Err(io::Error::other("the spare segment's thread panicked"))
+                })
+            })
+            .unwrap_or_else(|| Err(io::Error::other("no thread made the spare segment")));
+        match made {
+            Ok(segment) => Ok(segment),
+            Err(error) => {
+                tracing::warn!(%error, "the spare journal segment was not made ahead; making it now");
+                Segment::create(dir, self.id)
+            }
+        }
     }
 }
 
@@ -77,6 +126,9 @@ struct Appender {
     sync: SyncPolicy,
     segment_bytes: u64,
     segment: Segment,
+    spare: Spare,
+    /// A failed write left bytes past the segment's length, which a failed cut could not remove.
+    stray_bytes: bool,
     /// Since when written bytes await a flush (interval policy only).
     unsynced_since: Option<Instant>,
     buffer: Vec<u8>,
@@ -200,8 +252,9 @@ impl Appender {
         }
         if let Err(error) = self.write_and_sync() {
             // Cut whatever part of the group reached the file. Should that fail too, no harm:
-            // writes go at the segment's length, so the next group overwrites the stray bytes.
-            let _ = self.segment.file.set_len(self.segment.len);
+            // writes go at the segment's length, so the next group overwrites the stray bytes
+            // (and a rotation tries the cut again).
+            self.stray_bytes = self.segment.file.set_len(self.segment.len).is_err();
             return Err(error);
         }
         self.segment.len += len;
@@ -236,12 +289,26 @@ impl Appender {
         });
     }
 
+    /// Closes the open segment and begins the spare one.
     fn rotate(&mut self) -> io::Result<()> {
-        // Leave the segment at its last whole record, even after a failed write.
-        let _ = self.segment.file.set_len(self.segment.len);
-        self.flush()?;
-        self.unsynced_since = None;
-        self.segment = Segment::create(&self.shared, self.segment.id + 1)?;
+        if self.stray_bytes {
+            // Leave the segment at its last whole record; rare, so done here.
+            self.segment.file.set_len(self.segment.len)?;
+            self.flush()?;
+            self.stray_bytes = false;
+        }
+        let next_id = self.segment.id + 1;
+        let spare = std::mem::replace(
+            &mut self.spare,
+            Spare::prepare(&self.shared.dir, next_id + 1),
+        );
+        let next = spare.take(&self.shared.dir)?;
+        let old = std::mem::replace(&mut self.segment, next);
+        self.shared.segments.lock().insert(next_id, 0);
+        if self.unsynced_since.take().is_some() {
+            // The interval policy acknowledged these bytes before their flush already.
+            flush_in_background(old);
+        }
         self.publish();
         Ok(())
     }
@@ -266,5 +333,19 @@ impl Appender {
                 }
             }
         }
+    }
+}
+
+/// Flushes a closed segment on a thread of its own.
+fn flush_in_background(old: Segment) {
+    let spawned = thread::Builder::new()
+        .name("journal-flush".into())
+        .spawn(move || {
+            if let Err(error) = old.file.sync_data() {
+                tracing::error!(%error, segment = old.id, "could not flush a closed journal segment");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start a thread to flush a closed journal segment; the kernel writes it back later");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 
 use super::record::{self, Piece};
-use super::{Position, Shared, sync_dir};
+use super::{Position, Shared};
 
 /// Bytes read from a segment at a time (grown for a record larger than this): about a batch of
 /// 1,000 typical events.
@@ -34,8 +34,10 @@ pub struct JournalReader {
     file: Option<(u64, File)>,
 }
 
-/// Deletes the segment files `ids` and flushes the directory; returns the ids whose file is
-/// still there, with the first error.
+/// Deletes the segment files `ids`; returns the ids whose file is still there, with the first
+/// error. The directory is not flushed: a deletion a crash undoes brings back stored events,
+/// which are stored again harmlessly, and a directory flush would make the appender's next flush
+/// wait for it (one journal commit of the file system at a time).
 fn delete_segments(shared: &Shared, ids: Vec<u64>) -> (Vec<u64>, io::Result<()>) {
     let mut left = Vec::new();
     let mut outcome = Ok(());
@@ -50,9 +52,6 @@ fn delete_segments(shared: &Shared, ids: Vec<u64>) -> (Vec<u64>, io::Result<()>)
                 }
             }
         }
-    }
-    if outcome.is_ok() {
-        outcome = sync_dir(&shared.dir);
     }
     (left, outcome)
 }

@@ -1,5 +1,6 @@
 //! Start-up recovery: every segment is scanned and left holding whole records only.
 //!
+//! - Empty segment files (the spare the appender makes ahead) are removed.
 //! - A torn tail (the process or the machine stopped mid-write) can only be at the end of the last
 //!   segment: it is cut off with a warning. Nothing in it was acknowledged.
 //! - Damage anywhere else is copied to `quarantine/` and reported; the segment is rewritten with
@@ -29,7 +30,7 @@ pub struct RecoveryReport {
 
 pub(super) fn recover(dir: &Path) -> io::Result<RecoveryReport> {
     remove_unfinished_rewrites(dir)?;
-    let ids = segment_ids(dir)?;
+    let ids = remove_empty_segments(dir)?;
     let last = ids.last().copied();
     let mut report = RecoveryReport::default();
     for id in ids {
@@ -94,6 +95,21 @@ fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// Removes the empty segment files (a spare made ahead and never used, or a segment begun with
+/// nothing written); returns the ids of the others, ascending.
+fn remove_empty_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut kept = Vec::new();
+    for id in segment_ids(dir)? {
+        let path = segment_path(dir, id);
+        if fs::metadata(&path)?.len() == 0 {
+            fs::remove_file(&path)?;
+        } else {
+            kept.push(id);
+        }
+    }
+    Ok(kept)
 }
 
 /// A `*.rewrite` file is a rewrite a crash interrupted: its segment was not replaced, and is

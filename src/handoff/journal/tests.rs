@@ -46,14 +46,58 @@ fn payloads(records: &[ReadRecord]) -> Vec<Vec<u8>> {
     records.iter().map(|r| r.payload.clone()).collect()
 }
 
-fn last_segment(dir: &Path) -> PathBuf {
+/// The segment files, in order.
+fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     logs.sort();
-    logs.pop().unwrap()
+    logs
+}
+
+/// The last segment written to (the spare after it is empty).
+fn last_segment(dir: &Path) -> PathBuf {
+    segments(dir)
+        .into_iter()
+        .rfind(|p| fs::metadata(p).unwrap().len() > 0)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_next_segment_is_made_ahead_and_an_unused_one_is_removed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, mut reader, _) = open(config(dir.path())).unwrap();
+    let payload = [7u8; 100];
+    for _ in 0..5 {
+        append(&journal, &[&payload]).await;
+    }
+    // The spare is made by a thread of its own: give it a moment.
+    let spare = |files: &[PathBuf]| {
+        let empty: Vec<_> = files
+            .iter()
+            .filter(|p| fs::metadata(p).unwrap().len() == 0)
+            .collect();
+        empty.len() == 1 && Some(empty[0]) == files.last()
+    };
+    let started = std::time::Instant::now();
+    while !spare(&segments(dir.path())) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "one spare, after the open segment: {:?}",
+            segments(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(read_all(&mut reader).len(), 5);
+    journal.close().await;
+    drop((journal, reader));
+
+    let (_journal, mut reader, report) = open(config(dir.path())).unwrap();
+    assert_eq!(report.torn_bytes, 0);
+    assert!(report.quarantined.is_empty());
+    assert_eq!(read_all(&mut reader).len(), 5);
 }
 
 #[tokio::test]
