@@ -26,12 +26,13 @@ trap cleanup EXIT
 # Builds the service and the load generator; sets $bin and $loadgen.
 build() {
   scripts/services-up >&2
-  local flag=--release dir=release
+  local flag=--release dir=release features=()
   if [ "$profile" = dev ]; then flag=; dir=debug; fi
-  log "building ($profile)"
-  cargo build $flag --bins >&2
+  [ -n "${BENCH_FEATURES:-}" ] && features=(--features "$BENCH_FEATURES")
+  log "building ($profile${BENCH_FEATURES:+, features $BENCH_FEATURES})"
+  cargo build $flag "${features[@]}" --bins >&2
   bin=${BENCH_BIN:-target/$dir/event-ingest}
-  loadgen=$(cargo build $flag --bench loadgen --message-format=json 2>/dev/null | python3 -c '
+  loadgen=$(cargo build $flag "${features[@]}" --bench loadgen --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)

@@ -64,9 +64,12 @@ def main():
             f"{a['requests_per_sec']:,.0f} req/s{statuses(a)}", ">= 20,000/s", a["requests_per_sec"] >= 20000)
     if "b" in results:
         b = results["b"]
-        row("(b) latency at 5,000 req/s, open loop: p50 / p99 / p99.9",
-            f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} / {b['p999_ms']:.2f} ms", "p99 <= 5 ms", b["p99_ms"] <= 5)
-        row("    (b) achieved rate", f"{b['requests_per_sec']:,.0f} req/s{statuses(b)}")
+        bs = runs["b"]
+        p99s = ", ".join(f"{r['p99_ms']:.1f}" for r in bs)
+        row(f"(b) latency at 5,000 req/s, open loop, {len(bs)} runs: median p50 / p99",
+            f"{median(bs, 'p50_ms'):.2f} / {median(bs, 'p99_ms'):.2f} ms", "p99 <= 5 ms", median(bs, "p99_ms") <= 5)
+        row("    (b) worst p99; every run's p99", f"{max(r['p99_ms'] for r in bs):.2f} ms; {p99s}")
+        row("    (b) achieved rate (last run)", f"{b['requests_per_sec']:,.0f} req/s{statuses(b)}")
     if "c" in results:
         c = results["c"]
         row("(c) POST /api/events, batches of 100, 16 connections",

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 /// mimalloc: the service allocates small, short-lived buffers on every thread; glibc's malloc
 /// spent about 12% of the service's CPU under load (bench/README.md has the profile).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
