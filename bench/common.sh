@@ -23,7 +23,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Builds the service and the load generator; sets $bin and $loadgen.
+# bench_executable NAME: builds the bench target NAME (benches/) and prints its path.
+bench_executable() {
+  cargo build $flag "${features[@]}" --bench "$1" --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+
+# Builds the service, the load generator and the floor server; sets $bin, $loadgen and $floor.
 build() {
   scripts/services-up >&2
   local flag=--release dir=release features=()
@@ -32,12 +42,8 @@ build() {
   log "building ($profile${BENCH_FEATURES:+, features $BENCH_FEATURES})"
   cargo build $flag "${features[@]}" --bins >&2
   bin=${BENCH_BIN:-target/$dir/event-ingest}
-  loadgen=$(cargo build $flag "${features[@]}" --bench loadgen --message-format=json 2>/dev/null | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "loadgen" and m.get("executable"):
-        print(m["executable"])')
+  loadgen=$(bench_executable loadgen)
+  floor=$(bench_executable floor)
   log "seeding the catalogue into $database"
   "$bin" seed-catalog --items 10000 --users 1000 >&2
 }
@@ -53,6 +59,17 @@ start_service() {
     sleep 0.1
   done
   echo "the service did not start; its log:" >&2; cat "$work/service.log" >&2; exit 1
+}
+
+# start_floor: the floor server (benches/floor.rs) in the service's place, on its port.
+start_floor() {
+  "$floor" --port "$port" --key-prefix "$prefix" >>"$work/floor.log" 2>&1 &
+  service_pid=$!
+  for _ in $(seq 1 200); do
+    curl -sf "http://127.0.0.1:$port/health/live" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "the floor did not start; its log:" >&2; cat "$work/floor.log" >&2; exit 1
 }
 
 stop_service() {

@@ -7,6 +7,7 @@ import sys
 
 GROUPS = {
     "service": lambda comm, cmd: comm == "event-ingest",
+    "floor": lambda comm, cmd: comm.startswith("floor-"),
     "generator": lambda comm, cmd: comm.startswith("loadgen"),
     "redis": lambda comm, cmd: comm.startswith("redis-server"),
     "postgres": lambda comm, cmd: comm == "postgres",

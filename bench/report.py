@@ -96,6 +96,11 @@ def main():
         g = results["g"]
         row("(g) acknowledged events / rows stored",
             f"{g['acknowledged']:,} / {g['stored']:,}", "equal", g["acknowledged"] == g["stored"])
+    if "journal-latency" in results:
+        for name, h in results["journal-latency"].items():
+            if name != "name":
+                row(f"    journal {name}s during (a) and (b): count, mean",
+                    f"{h['count']:,.0f}, {h['mean_ms']:.2f} ms; >10 ms: {h['over_10ms']:,.0f}, >100 ms: {h['over_100ms']:,.0f}")
     for mode in ["always", "interval", "tmpfs"]:
         a, b = runs.get(f"journal-{mode}-a"), runs.get(f"journal-{mode}-b")
         if a and b:
@@ -135,11 +140,52 @@ def main():
         if a and b:
             row(f"{side} (median of {len(a)}): (a) req/s; (b) p50/p99",
                 f"{median(a, 'requests_per_sec'):,.0f}; {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} ms")
+    floor_report(runs)
     for n in ["100", "1000"]:
         r = results.get(f"rerank-{n}")
         if r:
             row(f"re-rank of {n} candidates, 4 connections: p50 / p99",
                 f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms ({r['requests_per_sec']:,.0f}/s)")
+
+
+def floor_report(runs):
+    """bench/run floor: the service against the floor server, medians of the interleaved rounds,
+    and the ratios issue 13 sets targets for."""
+    if not all(runs.get(k) for k in ["floor-a", "floor-b", "service-a", "service-b"]):
+        return
+
+    def cpu(side, run, group):
+        rows = runs[f"{side}-{run}"]
+        values = sorted(r["cpu"][group]["ms_per_1k_events"] for r in rows)
+        return values[len(values) // 2]
+
+    print()
+    print(f"The service against the floor (medians of {len(runs['floor-a'])} interleaved rounds; CPU in µs per event):")
+    print()
+    print("| | (a) req/s | (b) p50 / p99 (ms) | (a) CPU per event: server / Redis / PostgreSQL (µs) |")
+    print("| --- | --- | --- | --- |")
+    for side, server in [("floor", "floor"), ("service", "service")]:
+        a, b = runs[f"{side}-a"], runs[f"{side}-b"]
+        print(f"| {side} | {median(a, 'requests_per_sec'):,.0f} | {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} | "
+              f"{cpu(side, 'a', server):.0f} / {cpu(side, 'a', 'redis'):.0f} / {cpu(side, 'a', 'postgres'):.0f} |")
+    print()
+    ratios = [
+        ("service CPU per event / floor's, under (a)", cpu("service", "a", "service") / cpu("floor", "a", "floor"),
+         "<= 2.0x", lambda v: v <= 2.0),
+        ("service CPU per event / floor's, under (b)", cpu("service", "b", "service") / cpu("floor", "b", "floor"), "", None),
+        ("Redis CPU per event / floor's, under (a)", cpu("service", "a", "redis") / cpu("floor", "a", "redis"),
+         "<= 1.2x", lambda v: v <= 1.2),
+        ("(a) req/s / floor's", median(runs["service-a"], "requests_per_sec") / median(runs["floor-a"], "requests_per_sec"),
+         ">= 0.5x", lambda v: v >= 0.5),
+        ("(b) p99 / floor's p99", median(runs["service-b"], "p99_ms") / median(runs["floor-b"], "p99_ms"),
+         "<= 2.0x", lambda v: v <= 2.0),
+    ]
+    print("| ratio | value | target | |")
+    print("| --- | --- | --- | --- |")
+    for name, value, target, check in ratios:
+        print(f"| {name} | {value:.2f}x | {target} | {verdict(check(value)) if check else ''} |")
+    print(f"| PostgreSQL CPU per stored event, under (a) | {cpu('service', 'a', 'postgres'):.0f} µs | <= 35 µs | "
+          f"{verdict(cpu('service', 'a', 'postgres') <= 35)} |")
 
 
 if __name__ == "__main__":
