@@ -54,22 +54,23 @@ start_service() {
   env "$@" JOURNAL_DIR="$journal" PORT=$port REDIS_KEY_PREFIX="$prefix" RUST_LOG=${RUST_LOG:-warn} \
     "$bin" serve >>"$work/service.log" 2>&1 &
   service_pid=$!
-  for _ in $(seq 1 200); do
-    curl -sf "http://127.0.0.1:$port/health/live" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "the service did not start; its log:" >&2; cat "$work/service.log" >&2; exit 1
+  await_live service "$work/service.log"
 }
 
 # start_floor: the floor server (benches/floor.rs) in the service's place, on its port.
 start_floor() {
   "$floor" --port "$port" --key-prefix "$prefix" >>"$work/floor.log" 2>&1 &
   service_pid=$!
+  await_live floor "$work/floor.log"
+}
+
+# await_live NAME LOG: waits until the server on $port answers /health/live; else shows LOG.
+await_live() {
   for _ in $(seq 1 200); do
     curl -sf "http://127.0.0.1:$port/health/live" >/dev/null && return 0
     sleep 0.1
   done
-  echo "the floor did not start; its log:" >&2; cat "$work/floor.log" >&2; exit 1
+  echo "the $1 did not start; its log:" >&2; cat "$2" >&2; exit 1
 }
 
 stop_service() {
