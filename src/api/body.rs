@@ -1,10 +1,15 @@
 //! Reading a JSON request body within a size limit, with our error format for every failure.
 //!
+//! A body may come compressed (`Content-Encoding: gzip` or `deflate`): the limit then applies to
+//! the inflated bytes, which are inflated as they arrive and never past the limit, and a body that
+//! inflates more than [`MAX_INFLATION`] times its compressed size is refused as a bomb.
+//!
 //! A body refused before its end (too large, or of a type we do not take) is read on and thrown
 //! away, within bounds, before the answer goes out: a client that sends its whole body before it
 //! reads (most do) would otherwise meet a connection reset instead of our JSON error
 //! (RFC 9112, section 9.6).
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,6 +25,14 @@ const DISCARD_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Longest time spent throwing a refused body away.
 const DISCARD_MAX_TIME: Duration = Duration::from_secs(5);
+
+/// Most a compressed body may inflate, as a multiple of its compressed size: JSON events compress
+/// 3 to 10 times; a body past this is a compression bomb, refused as it inflates.
+pub const MAX_INFLATION: usize = 100;
+
+/// Inflated bytes are checked against [`MAX_INFLATION`] once past this many (a tiny body may
+/// inflate more, harmlessly).
+const INFLATION_CHECKED_FROM: usize = 16 * 1024;
 
 /// Reads the body of a JSON request. `Content-Type` may be absent, `application/json`, or
 /// `text/plain` (what `navigator.sendBeacon` sends without a CORS preflight); anything else is 415.
@@ -38,7 +51,161 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             return Err(ApiError::UnsupportedMediaType);
         }
     }
-    read_within(body, limit).await
+    match Coding::of(headers)? {
+        Coding::Identity => read_within(body, limit).await,
+        coding => inflate_within(body, limit, coding).await,
+    }
+}
+
+/// The content codings the API takes (RFC 9110, section 8.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Identity,
+    Gzip,
+    /// HTTP's `deflate` is the zlib format (RFC 1950), as browsers' `CompressionStream` writes it.
+    Deflate,
+}
+
+impl Coding {
+    fn of(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+            return Ok(Coding::Identity);
+        };
+        let name = value.to_str().unwrap_or("?").trim().to_ascii_lowercase();
+        match name.as_str() {
+            "" | "identity" => Ok(Coding::Identity),
+            "gzip" | "x-gzip" => Ok(Coding::Gzip),
+            "deflate" => Ok(Coding::Deflate),
+            _ => Err(ApiError::UnsupportedEncoding(clip(&name))),
+        }
+    }
+}
+
+fn clip(name: &str) -> String {
+    name.chars().take(32).collect()
+}
+
+/// The inflated body, or 413 once it passes `limit` bytes or inflates more than
+/// [`MAX_INFLATION`] times; 400 if the stream is corrupt or cut short.
+async fn inflate_within(mut body: Body, limit: usize, coding: Coding) -> Result<Bytes, ApiError> {
+    let mut inflater = Inflater::new(coding, limit);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(read_error)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if let Err(error) = inflater.feed(&data) {
+            discard(body).await;
+            return Err(error);
+        }
+    }
+    inflater.finish()
+}
+
+/// A streaming decoder writing into a buffer that refuses to grow past the limit.
+enum Inflater {
+    Gzip(flate2::write::GzDecoder<Capped>, usize),
+    Deflate(flate2::write::ZlibDecoder<Capped>, usize),
+}
+
+impl Inflater {
+    fn new(coding: Coding, limit: usize) -> Self {
+        let out = Capped {
+            bytes: BytesMut::new(),
+            limit,
+        };
+        match coding {
+            Coding::Gzip => Inflater::Gzip(flate2::write::GzDecoder::new(out), 0),
+            _ => Inflater::Deflate(flate2::write::ZlibDecoder::new(out), 0),
+        }
+    }
+
+    /// Inflates `data`, a kilobyte at a time so that the ratio is checked as it grows.
+    fn feed(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        for piece in data.chunks(1024) {
+            let (result, inflated, compressed) = match self {
+                Inflater::Gzip(decoder, read) => {
+                    *read += piece.len();
+                    (
+                        decoder.write_all(piece),
+                        decoder.get_ref().bytes.len(),
+                        *read,
+                    )
+                }
+                Inflater::Deflate(decoder, read) => {
+                    *read += piece.len();
+                    (
+                        decoder.write_all(piece),
+                        decoder.get_ref().bytes.len(),
+                        *read,
+                    )
+                }
+            };
+            result.map_err(|error| self.error(error))?;
+            // A stream of empty blocks inflates to nothing: the compressed size has the limit too.
+            if compressed > self.limit() {
+                return Err(ApiError::BodyTooLarge(self.limit()));
+            }
+            if inflated > INFLATION_CHECKED_FROM && inflated > compressed * MAX_INFLATION {
+                return Err(ApiError::CompressionBomb(MAX_INFLATION));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Bytes, ApiError> {
+        let limit = self.limit();
+        let finished = match self {
+            Inflater::Gzip(decoder, _) => decoder.finish(),
+            Inflater::Deflate(decoder, _) => decoder.finish(),
+        };
+        finished
+            .map(|out| out.bytes.freeze())
+            .map_err(|error| inflate_error(error, limit))
+    }
+
+    fn limit(&self) -> usize {
+        match self {
+            Inflater::Gzip(decoder, _) => decoder.get_ref().limit,
+            Inflater::Deflate(decoder, _) => decoder.get_ref().limit,
+        }
+    }
+
+    fn error(&self, error: std::io::Error) -> ApiError {
+        inflate_error(error, self.limit())
+    }
+}
+
+fn inflate_error(error: std::io::Error, limit: usize) -> ApiError {
+    if error.get_ref().is_some_and(|inner| inner.is::<PastLimit>()) {
+        ApiError::BodyTooLarge(limit)
+    } else {
+        ApiError::Undecodable(error.to_string())
+    }
+}
+
+/// The inflated bytes, refusing any write past `limit`.
+struct Capped {
+    bytes: BytesMut,
+    limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the inflated body passed its limit")]
+struct PastLimit;
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other(PastLimit));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The whole body, or 413 once it passes `limit` bytes (the rest thrown away).
@@ -85,4 +252,34 @@ fn read_error(error: axum::Error) -> ApiError {
         source = error.source();
     }
     ApiError::InvalidBody(format!("the body could not be read: {inner}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn text_that_compresses_twice_inflates_whole() {
+        let mut state: u64 = 42;
+        let text: Vec<u8> = (0..40 * 1024)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                b"0123456789abcdef"[(state >> 60) as usize]
+            })
+            .collect();
+        let compressed = gzip(&text);
+        let mut inflater = Inflater::new(Coding::Gzip, 64 * 1024);
+        inflater.feed(&compressed).unwrap();
+        assert_eq!(inflater.finish().unwrap(), text);
+    }
 }

@@ -23,6 +23,10 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("{0}")]
     InvalidBody(String),
+    /// A compressed body that does not inflate: the same code as [`ApiError::InvalidBody`], but
+    /// 400, as it is the transport that is broken, not the content.
+    #[error("the body could not be decompressed: {0}")]
+    Undecodable(String),
     #[error(transparent)]
     InvalidEvent(#[from] InvalidEvent),
     #[error("item {0} is not in the catalogue")]
@@ -31,6 +35,12 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    #[error("Content-Encoding {0} is not supported: send gzip, deflate or no encoding")]
+    UnsupportedEncoding(String),
+    #[error(
+        "the compressed body inflates more than {0} times its size; refused as a compression bomb"
+    )]
+    CompressionBomb(usize),
     #[error("no route for {0}")]
     NotFound(String),
     #[error("method not allowed here")]
@@ -58,7 +68,7 @@ pub enum ApiError {
 }
 
 /// Every code [`ApiError::code`] gives, for the metrics published at zero.
-pub const CODES: [&str; 19] = [
+pub const CODES: [&str; 21] = [
     "invalid_json",
     "invalid_body",
     "missing_field",
@@ -66,6 +76,8 @@ pub const CODES: [&str; 19] = [
     "unknown_item",
     "body_too_large",
     "unsupported_media_type",
+    "unsupported_encoding",
+    "compression_bomb",
     "not_found",
     "method_not_allowed",
     "overloaded",
@@ -119,12 +131,15 @@ pub struct ErrorDetail<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJson(_) | ApiError::Undecodable(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidBody(_) | ApiError::InvalidEvent(_) | ApiError::UnknownItem(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::CompressionBomb(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded
@@ -142,11 +157,13 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidBody(_) | ApiError::Undecodable(_) => "invalid_body",
             ApiError::InvalidEvent(invalid) => invalid.code,
             ApiError::UnknownItem(_) => "unknown_item",
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ApiError::CompressionBomb(_) => "compression_bomb",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Overloaded => "overloaded",
@@ -250,11 +267,14 @@ mod tests {
         let every = [
             ApiError::InvalidJson(String::new()),
             ApiError::InvalidBody(String::new()),
+            ApiError::Undecodable(String::new()),
             ApiError::InvalidEvent(InvalidEvent::missing("user_id")),
             ApiError::InvalidEvent(InvalidEvent::invalid("user_id", "")),
             ApiError::UnknownItem(String::new()),
             ApiError::BodyTooLarge(1),
             ApiError::UnsupportedMediaType,
+            ApiError::UnsupportedEncoding(String::new()),
+            ApiError::CompressionBomb(1),
             ApiError::NotFound(String::new()),
             ApiError::MethodNotAllowed,
             ApiError::Overloaded,
@@ -268,7 +288,8 @@ mod tests {
             ApiError::OriginNotAllowed,
             ApiError::RateLimited(Duration::ZERO),
         ];
-        let codes: Vec<&str> = every.iter().map(ApiError::code).collect();
+        let mut codes: Vec<&str> = every.iter().map(ApiError::code).collect();
+        codes.dedup();
         assert_eq!(codes, CODES);
         for code in EVENT_CODES {
             assert!(CODES.contains(&code));

@@ -28,6 +28,7 @@ pub struct EventLogged {
     post, path = "/api/event", tag = "events",
     request_body = EventRequest,
     responses((status = 200, description = "Stored in the journal; the context updated", body = EventLogged), BodyErrors, EdgeErrors),
+    params(("Content-Encoding" = Option<String>, Header, description = "`gzip` or `deflate` (zlib) for a compressed body; the size limits apply to the inflated body")),
     security((), ("api_key" = []))
 )]
 pub async fn log_event(
@@ -98,6 +99,7 @@ pub enum EventStatus {
     post, path = "/api/events", tag = "events",
     request_body = BatchRequest,
     responses((status = 200, description = "Each event accepted or rejected", body = BatchLogged), BodyErrors, EdgeErrors),
+    params(("Content-Encoding" = Option<String>, Header, description = "`gzip` or `deflate` (zlib) for a compressed body; the size limits apply to the inflated body")),
     security((), ("api_key" = []))
 )]
 pub async fn log_events(

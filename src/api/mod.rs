@@ -166,6 +166,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
             header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
             HeaderName::from_static(access::API_KEY_HEADER),
             REQUEST_ID,
         ])

@@ -94,13 +94,15 @@ pub enum EdgeErrors<'a> {
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub enum BodyErrors<'a> {
-    /// The body is not JSON.
+    /// The body is not JSON (`invalid_json`), or a compressed body is corrupt (`invalid_body`).
     #[response(status = 400)]
     InvalidJson(ErrorBody<'a>),
-    /// The body is too large.
+    /// The body, inflated if compressed, is too large (`body_too_large`), or it inflates more than
+    /// 100 times its compressed size (`compression_bomb`).
     #[response(status = 413)]
     TooLarge(ErrorBody<'a>),
-    /// Content-Type other than application/json or text/plain.
+    /// Content-Type other than application/json or text/plain (`unsupported_media_type`), or
+    /// Content-Encoding other than gzip or deflate (`unsupported_encoding`).
     #[response(status = 415)]
     UnsupportedMediaType(ErrorBody<'a>),
     /// A field is missing or breaks its rule; `field` names it.

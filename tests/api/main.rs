@@ -3,6 +3,7 @@
 
 #[cfg(feature = "failpoints")]
 mod components;
+mod compression;
 mod context;
 mod durability;
 mod edge;
