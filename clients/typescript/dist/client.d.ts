@@ -20,6 +20,12 @@ export interface EventClientOptions {
     flushIntervalMs?: number;
     /** Queue: events held at most; beyond it the oldest waiting ones are dropped. Default 10,000. */
     maxQueue?: number;
+    /**
+     * Batches whose JSON is at least this many bytes are sent gzip-compressed
+     * (`Content-Encoding: gzip`) where the runtime has `CompressionStream`; single events, beacons
+     * and keepalive requests never are. Default 2,048; `Infinity` turns compression off.
+     */
+    compressAboveBytes?: number;
     /** Queue: flush with sendBeacon (or a keepalive fetch) when the page is hidden. Default true. */
     flushOnPageHide?: boolean;
     /** Queue: an event the service refused (invalid field, ...). It is not sent again. */
@@ -36,6 +42,7 @@ export declare class EventClient {
     private readonly fetchImpl;
     private readonly policy;
     private readonly timeoutMs;
+    private readonly compressAboveBytes;
     private readonly queue;
     private readonly unwatch;
     constructor(options?: EventClientOptions);

@@ -12,6 +12,7 @@ const DEFAULTS = {
     maxBatch: 100,
     flushIntervalMs: 1_000,
     maxQueue: 10_000,
+    compressAboveBytes: 2_048,
 };
 /** A client of the event-ingest service: single events, batches, and a batching queue. */
 export class EventClient {
@@ -20,6 +21,7 @@ export class EventClient {
     fetchImpl;
     policy;
     timeoutMs;
+    compressAboveBytes;
     queue;
     unwatch;
     constructor(options = {}) {
@@ -32,6 +34,7 @@ export class EventClient {
             maxDelayMs: Math.max(0, options.maxDelayMs ?? DEFAULTS.maxDelayMs),
         };
         this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
+        this.compressAboveBytes = Math.max(0, options.compressAboveBytes ?? DEFAULTS.compressAboveBytes);
         const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
         this.queue = new EventQueue((events) => this.sendBatch(events), {
             maxBatch,
@@ -107,9 +110,14 @@ export class EventClient {
         const headers = { 'Content-Type': 'application/json' };
         if (this.apiKey !== undefined)
             headers['X-API-Key'] = this.apiKey;
-        const init = { method: 'POST', headers, body: JSON.stringify(body) };
+        const text = JSON.stringify(body);
+        const init = { method: 'POST', headers, body: text };
         if (keepalive)
             init.keepalive = true;
+        else if (path === '/api/events' && text.length >= this.compressAboveBytes && typeof CompressionStream === 'function') {
+            init.body = await gzip(text);
+            headers['Content-Encoding'] = 'gzip';
+        }
         for (let attempt = 0;; attempt++) {
             let failure;
             try {
@@ -146,6 +154,11 @@ export class EventClient {
                 clearTimeout(timer);
         }
     }
+}
+/** `text` as UTF-8, gzip-compressed by the runtime's `CompressionStream`. */
+async function gzip(text) {
+    const stream = new Blob([text]).stream().pipeThrough(new CompressionStream('gzip'));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 function withId(event) {
     return event.event_id ? event : { ...event, event_id: newEventId() };

@@ -36,6 +36,12 @@ export interface EventClientOptions {
   flushIntervalMs?: number;
   /** Queue: events held at most; beyond it the oldest waiting ones are dropped. Default 10,000. */
   maxQueue?: number;
+  /**
+   * Batches whose JSON is at least this many bytes are sent gzip-compressed
+   * (`Content-Encoding: gzip`) where the runtime has `CompressionStream`; single events, beacons
+   * and keepalive requests never are. Default 2,048; `Infinity` turns compression off.
+   */
+  compressAboveBytes?: number;
   /** Queue: flush with sendBeacon (or a keepalive fetch) when the page is hidden. Default true. */
   flushOnPageHide?: boolean;
   /** Queue: an event the service refused (invalid field, ...). It is not sent again. */
@@ -55,6 +61,7 @@ const DEFAULTS = {
   maxBatch: 100,
   flushIntervalMs: 1_000,
   maxQueue: 10_000,
+  compressAboveBytes: 2_048,
 };
 
 /** A client of the event-ingest service: single events, batches, and a batching queue. */
@@ -64,6 +71,7 @@ export class EventClient {
   private readonly fetchImpl: typeof fetch;
   private readonly policy: RetryPolicy;
   private readonly timeoutMs: number;
+  private readonly compressAboveBytes: number;
   private readonly queue: EventQueue;
   private readonly unwatch: () => void;
 
@@ -77,6 +85,7 @@ export class EventClient {
       maxDelayMs: Math.max(0, options.maxDelayMs ?? DEFAULTS.maxDelayMs),
     };
     this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
+    this.compressAboveBytes = Math.max(0, options.compressAboveBytes ?? DEFAULTS.compressAboveBytes);
     const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
     this.queue = new EventQueue((events) => this.sendBatch(events), {
       maxBatch,
@@ -160,8 +169,13 @@ export class EventClient {
     const url = `${this.baseUrl}${path}`;
     const headers: Record<string, string> = { 'Content-Type': 'application/json' };
     if (this.apiKey !== undefined) headers['X-API-Key'] = this.apiKey;
-    const init: RequestInit = { method: 'POST', headers, body: JSON.stringify(body) };
+    const text = JSON.stringify(body);
+    const init: RequestInit = { method: 'POST', headers, body: text };
     if (keepalive) init.keepalive = true;
+    else if (path === '/api/events' && text.length >= this.compressAboveBytes && typeof CompressionStream === 'function') {
+      init.body = await gzip(text);
+      headers['Content-Encoding'] = 'gzip';
+    }
 
     for (let attempt = 0; ; attempt++) {
       let failure: { status?: number; code?: string; retryAfterMs?: number; cause?: unknown };
@@ -200,6 +214,12 @@ export class EventClient {
       if (timer !== undefined) clearTimeout(timer);
     }
   }
+}
+
+/** `text` as UTF-8, gzip-compressed by the runtime's `CompressionStream`. */
+async function gzip(text: string): Promise<Uint8Array<ArrayBuffer>> {
+  const stream = new Blob([text]).stream().pipeThrough(new CompressionStream('gzip'));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
 function withId<E extends EventPayload>(event: E): E & { event_id: string } {

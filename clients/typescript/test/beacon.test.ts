@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { EventClient, type QueuedEvent } from '../dist/index.js';
 import { installFakeBrowser, type FakeBrowser } from './browser.ts';
-import { recordingFetch, useService, waitForStored } from './service.ts';
+import { recordingFetch, sentJson, useService, waitForStored } from './service.ts';
 
 const service = useService();
 let browser: FakeBrowser;
@@ -70,7 +70,7 @@ describe('page hidden', () => {
     const result = await client.flush();
     assert.equal(result.accepted, 3);
     assert.equal(calls.length, 1);
-    assert.deepEqual(JSON.parse(String(calls[0]!.init?.body)).events.map((e: QueuedEvent) => e.event_id), ids);
+    assert.deepEqual(sentJson(calls[0]!.init).events.map((e: QueuedEvent) => e.event_id), ids);
     await waitForStored(service(), ids);
     await client.close();
   });

@@ -3,6 +3,7 @@
  * with `Retry-After`, drops the connection, or forwards the request and then drops the connection
  * (the service took the event, the client never hears so), and records every request it gets.
  */
+import { gunzipSync } from 'node:zlib';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
 export type Fault =
@@ -60,7 +61,8 @@ export class FaultProxy {
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const body = Buffer.concat(chunks);
     const fault = this.plan.shift() ?? 'forward';
-    this.seen.push({ at: Date.now(), method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: body.toString(), fault });
+    const text = req.headers['content-encoding'] === 'gzip' ? gunzipSync(body).toString() : body.toString();
+    this.seen.push({ at: Date.now(), method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: text, fault });
 
     if (fault === 'drop') {
       req.socket.destroy();

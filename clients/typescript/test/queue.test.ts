@@ -1,17 +1,51 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { EventClient, type ApiErrorDetail, type QueuedEvent } from '../dist/index.js';
-import { recordingFetch, useService, waitFor, waitForStored } from './service.ts';
+import { recordingFetch, sentJson, useService, waitFor, waitForStored } from './service.ts';
 
 const service = useService();
 
 function batchSizes(calls: { url: string; init: RequestInit | undefined }[]): number[] {
   return calls
     .filter((call) => call.url.endsWith('/api/events'))
-    .map((call) => JSON.parse(String(call.init?.body)).events.length);
+    .map((call) => sentJson(call.init).events.length);
 }
 
 describe('the queue', () => {
+  it('gzips a batch above compressAboveBytes, which the service inflates and stores', async () => {
+    const { fetch, calls } = recordingFetch();
+    const client = new EventClient({ baseUrl: service().baseUrl, fetch, flushIntervalMs: 60_000 });
+    const ids = Array.from({ length: 50 }, (_, i) => client.track(11, 'B0TS000001', 'view', { i }));
+
+    const result = await client.flush();
+
+    assert.equal(result.accepted, 50);
+    const headers = calls[0]!.init?.headers as Record<string, string>;
+    assert.equal(headers['Content-Encoding'], 'gzip');
+    assert.ok(calls[0]!.init?.body instanceof Uint8Array);
+    assert.deepEqual(sentJson(calls[0]!.init).events.map((e: QueuedEvent) => e.event_id), ids);
+    const stored = await waitForStored(service(), ids);
+    assert.equal(stored.size, 50);
+    await client.close();
+  });
+
+  it('sends small batches, and any batch with compressAboveBytes: Infinity, as plain JSON', async () => {
+    const { fetch, calls } = recordingFetch();
+    const small = new EventClient({ baseUrl: service().baseUrl, fetch, flushIntervalMs: 60_000 });
+    small.track(12, 'B0TS000001', 'view');
+    assert.equal((await small.flush()).accepted, 1);
+    const off = new EventClient({ baseUrl: service().baseUrl, fetch, flushIntervalMs: 60_000, compressAboveBytes: Infinity });
+    for (let i = 0; i < 50; i++) off.track(12, 'B0TS000001', 'view', { i });
+    assert.equal((await off.flush()).accepted, 50);
+
+    for (const call of calls) {
+      assert.equal((call.init?.headers as Record<string, string>)['Content-Encoding'], undefined);
+      assert.equal(typeof call.init?.body, 'string');
+    }
+    await small.close();
+    await off.close();
+  });
+
   it('sends 250 tracked events as 3 requests, and stores each once', async () => {
     const { fetch, calls } = recordingFetch();
     const client = new EventClient({ baseUrl: service().baseUrl, fetch, flushIntervalMs: 60_000 });
@@ -27,7 +61,7 @@ describe('the queue', () => {
     assert.equal(result.error, undefined);
     assert.deepEqual(batchSizes(calls), [100, 100, 50]);
     assert.equal(calls.length, 3);
-    const sentIds = calls.flatMap((call) => JSON.parse(String(call.init?.body)).events.map((e: QueuedEvent) => e.event_id));
+    const sentIds = calls.flatMap((call) => sentJson(call.init).events.map((e: QueuedEvent) => e.event_id));
     assert.deepEqual(sentIds, ids, 'sent in order, each once');
 
     const stored = await waitForStored(service(), ids);

@@ -2,6 +2,7 @@
  * The real service for the tests: `event-ingest serve` on a free port, with a database, a journal
  * directory and a Redis key prefix of its own, all removed afterwards.
  */
+import { gunzipSync } from 'node:zlib';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -214,6 +215,12 @@ export async function waitForStored(service: Service, eventIds: string[], timeou
 }
 
 /** A `fetch` that records every request (URL, init, time) before passing it on. */
+/** The JSON a recorded request sent: its body as text, or gzip-compressed bytes inflated. */
+export function sentJson(init: RequestInit | undefined): any {
+  const body = init?.body;
+  return JSON.parse(body instanceof Uint8Array ? gunzipSync(body).toString() : String(body));
+}
+
 export function recordingFetch(): { fetch: typeof fetch; calls: { url: string; init: RequestInit | undefined; at: number }[] } {
   const calls: { url: string; init: RequestInit | undefined; at: number }[] = [];
   return {

@@ -13,7 +13,7 @@ import {
 } from '../dist/index.js';
 import { chunks } from '../dist/queue.js';
 import { installFakeBrowser } from './browser.ts';
-import { waitFor } from './service.ts';
+import { sentJson, waitFor } from './service.ts';
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const policy = { maxRetries: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
@@ -103,7 +103,7 @@ describe('chunks', () => {
 function fakeBatchService(limit: number) {
   const sizes: number[] = [];
   const fetch: typeof globalThis.fetch = async (_input, init) => {
-    const events: QueuedEvent[] = JSON.parse(String(init?.body)).events;
+    const events: QueuedEvent[] = sentJson(init).events;
     sizes.push(events.length);
     if (events.length > limit) {
       return new Response(JSON.stringify({ success: false, error: { code: 'body_too_large', message: 'too large' } }), { status: 413 });
