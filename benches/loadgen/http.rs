@@ -60,6 +60,10 @@ pub struct HttpArgs {
     /// output), to see a tail that comes and goes over a long run.
     #[arg(long)]
     interval_secs: Option<u64>,
+    /// Send every body gzip-compressed (`Content-Encoding: gzip`), as the TypeScript client
+    /// sends its larger batches.
+    #[arg(long)]
+    gzip: bool,
 }
 
 /// An event's id and its user.
@@ -124,19 +128,22 @@ impl Plan {
             }
             other => panic!("unknown body kind {other}"),
         };
+        let body = body.to_string().into_bytes();
         Prepared {
             path,
-            body: Bytes::from(body.to_string()),
+            body: Bytes::from(if self.args.gzip { gzip(&body) } else { body }),
             events,
         }
     }
 
     fn request(&self, prepared: &Prepared) -> Request<Full<Bytes>> {
-        Request::post(prepared.path)
+        let mut request = Request::post(prepared.path)
             .header("host", &self.args.address)
-            .header("content-type", "application/json")
-            .body(Full::new(prepared.body.clone()))
-            .unwrap()
+            .header("content-type", "application/json");
+        if self.args.gzip {
+            request = request.header("content-encoding", "gzip");
+        }
+        request.body(Full::new(prepared.body.clone())).unwrap()
     }
 
     fn events_per_request(&self) -> u64 {
@@ -366,4 +373,11 @@ fn accepted(events: Vec<Sent>, body: Option<&[u8]>) -> (Vec<Sent>, Vec<Sent>) {
         }
     }
     (acked, refused)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("writes to memory");
+    encoder.finish().expect("writes to memory")
 }
