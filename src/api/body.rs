@@ -103,9 +103,16 @@ async fn inflate_within(mut body: Body, limit: usize, coding: Coding) -> Result<
 }
 
 /// A streaming decoder writing into a buffer that refuses to grow past the limit.
-enum Inflater {
-    Gzip(flate2::write::GzDecoder<Capped>, usize),
-    Deflate(flate2::write::ZlibDecoder<Capped>, usize),
+struct Inflater {
+    decoder: Decoder,
+    /// Compressed bytes fed so far.
+    compressed: usize,
+    limit: usize,
+}
+
+enum Decoder {
+    Gzip(flate2::write::GzDecoder<Capped>),
+    Deflate(flate2::write::ZlibDecoder<Capped>),
 }
 
 impl Inflater {
@@ -114,39 +121,31 @@ impl Inflater {
             bytes: BytesMut::new(),
             limit,
         };
-        match coding {
-            Coding::Gzip => Inflater::Gzip(flate2::write::GzDecoder::new(out), 0),
-            _ => Inflater::Deflate(flate2::write::ZlibDecoder::new(out), 0),
+        let decoder = match coding {
+            Coding::Gzip => Decoder::Gzip(flate2::write::GzDecoder::new(out)),
+            _ => Decoder::Deflate(flate2::write::ZlibDecoder::new(out)),
+        };
+        Inflater {
+            decoder,
+            compressed: 0,
+            limit,
         }
     }
 
     /// Inflates `data`, a kilobyte at a time so that the ratio is checked as it grows.
     fn feed(&mut self, data: &[u8]) -> Result<(), ApiError> {
         for piece in data.chunks(1024) {
-            let (result, inflated, compressed) = match self {
-                Inflater::Gzip(decoder, read) => {
-                    *read += piece.len();
-                    (
-                        decoder.write_all(piece),
-                        decoder.get_ref().bytes.len(),
-                        *read,
-                    )
-                }
-                Inflater::Deflate(decoder, read) => {
-                    *read += piece.len();
-                    (
-                        decoder.write_all(piece),
-                        decoder.get_ref().bytes.len(),
-                        *read,
-                    )
-                }
+            self.compressed += piece.len();
+            let (written, inflated) = match &mut self.decoder {
+                Decoder::Gzip(d) => (d.write_all(piece), d.get_ref().bytes.len()),
+                Decoder::Deflate(d) => (d.write_all(piece), d.get_ref().bytes.len()),
             };
-            result.map_err(|error| self.error(error))?;
+            written.map_err(|error| inflate_error(error, self.limit))?;
             // A stream of empty blocks inflates to nothing: the compressed size has the limit too.
-            if compressed > self.limit() {
-                return Err(ApiError::BodyTooLarge(self.limit()));
+            if self.compressed > self.limit {
+                return Err(ApiError::BodyTooLarge(self.limit));
             }
-            if inflated > INFLATION_CHECKED_FROM && inflated > compressed * MAX_INFLATION {
+            if inflated > INFLATION_CHECKED_FROM && inflated > self.compressed * MAX_INFLATION {
                 return Err(ApiError::CompressionBomb(MAX_INFLATION));
             }
         }
@@ -154,25 +153,13 @@ impl Inflater {
     }
 
     fn finish(self) -> Result<Bytes, ApiError> {
-        let limit = self.limit();
-        let finished = match self {
-            Inflater::Gzip(decoder, _) => decoder.finish(),
-            Inflater::Deflate(decoder, _) => decoder.finish(),
+        let finished = match self.decoder {
+            Decoder::Gzip(d) => d.finish(),
+            Decoder::Deflate(d) => d.finish(),
         };
         finished
             .map(|out| out.bytes.freeze())
-            .map_err(|error| inflate_error(error, limit))
-    }
-
-    fn limit(&self) -> usize {
-        match self {
-            Inflater::Gzip(decoder, _) => decoder.get_ref().limit,
-            Inflater::Deflate(decoder, _) => decoder.get_ref().limit,
-        }
-    }
-
-    fn error(&self, error: std::io::Error) -> ApiError {
-        inflate_error(error, self.limit())
+            .map_err(|error| inflate_error(error, self.limit))
     }
 }
 
