@@ -4,8 +4,9 @@
 //! an invalid user id, ASIN, event type or metadata, so no later stage checks them again.
 
 use std::fmt;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -13,6 +14,13 @@ use uuid::Uuid;
 
 /// Longest ASIN accepted, in characters.
 pub const MAX_ASIN_CHARS: usize = 64;
+
+/// How far ahead of the service's clock an event's time may be before it is taken as wrong and
+/// replaced by the time of receipt: enough for clocks that disagree by a few seconds.
+pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(10);
+
+/// The default of `--max-event-age`: events that happened longer ago are refused.
+pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A rule an incoming event broke: which field, and what the rule is. The message is meant for the
 /// client and names both.
@@ -265,6 +273,126 @@ impl Default for MetadataLimits {
     }
 }
 
+/// What an event must satisfy besides its fields' own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRules {
+    pub metadata: MetadataLimits,
+    /// The oldest event time accepted, counted back from the time of receipt.
+    pub max_age: Duration,
+}
+
+impl Default for EventRules {
+    fn default() -> Self {
+        Self {
+            metadata: MetadataLimits::default(),
+            max_age: DEFAULT_MAX_EVENT_AGE,
+        }
+    }
+}
+
+/// When a request arrived, and when its client says it sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// The service's clock when the request was read.
+    pub received_at: DateTime<Utc>,
+    /// The batch envelope's `sent_at`; an event's own `sent_at` takes precedence.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl Arrival {
+    /// A request arriving now, without `sent_at`.
+    pub fn now() -> Self {
+        Self::at(Utc::now())
+    }
+
+    pub fn at(received_at: DateTime<Utc>) -> Self {
+        Self {
+            received_at,
+            sent_at: None,
+        }
+    }
+
+    /// The stored time of an event that says it happened at `timestamp`: shifted by the client's
+    /// clock error (`received_at - sent_at`) when `sent_at` is known, clamped to `received_at`
+    /// if it still lies in the future beyond [`FUTURE_TOLERANCE`], refused if older than
+    /// `max_age`. Without `timestamp`, the time of receipt.
+    pub fn event_time(
+        &self,
+        timestamp: Option<DateTime<Utc>>,
+        sent_at: Option<DateTime<Utc>>,
+        max_age: Duration,
+    ) -> Result<DateTime<Utc>, InvalidEvent> {
+        let Some(timestamp) = timestamp else {
+            return Ok(self.received_at);
+        };
+        let skew = sent_at.map_or(TimeDelta::zero(), |sent| self.received_at - sent);
+        let tolerance = TimeDelta::from_std(FUTURE_TOLERANCE).expect("a few seconds");
+        let oldest = TimeDelta::from_std(max_age)
+            .ok()
+            .and_then(|age| self.received_at.checked_sub_signed(age));
+        let time = match timestamp.checked_add_signed(skew) {
+            Some(time) => time,
+            // Beyond the calendar's ends: a clock gone far wrong one way or the other.
+            None if skew > TimeDelta::zero() => DateTime::<Utc>::MAX_UTC,
+            None => DateTime::<Utc>::MIN_UTC,
+        };
+        if time > self.received_at + tolerance {
+            metrics::counter!("event_time_clamped_total").increment(1);
+            return Ok(self.received_at);
+        }
+        if oldest.is_some_and(|oldest| time < oldest) {
+            let corrected = if sent_at.is_some() {
+                " once corrected by sent_at"
+            } else {
+                ""
+            };
+            return Err(InvalidEvent::invalid(
+                "timestamp",
+                format!(
+                    "timestamp is {} old{corrected}, beyond the limit of {} (--max-event-age)",
+                    age_text(self.received_at - time),
+                    humantime::format_duration(max_age)
+                ),
+            ));
+        }
+        Ok(time)
+    }
+}
+
+/// A past span, to the second, for messages.
+fn age_text(age: TimeDelta) -> String {
+    let seconds = age.num_seconds().max(0) as u64;
+    humantime::format_duration(Duration::from_secs(seconds)).to_string()
+}
+
+/// An RFC 3339 date-time (`2026-11-29T13:35:47.123Z`, any offset), as `timestamp` and `sent_at`
+/// carry.
+fn parse_time(field: &'static str, value: &Value) -> Result<DateTime<Utc>, InvalidEvent> {
+    let rule = || {
+        InvalidEvent::invalid(
+            field,
+            format!("{field} must be an RFC 3339 date-time such as 2026-11-29T13:35:47.123Z"),
+        )
+    };
+    match value {
+        Value::String(text) => DateTime::parse_from_rfc3339(text)
+            .map(|time| time.with_timezone(&Utc))
+            .map_err(|_| rule()),
+        _ => Err(rule()),
+    }
+}
+
+/// An optional time field: absent and `null` are the same.
+pub(crate) fn optional_time(
+    field: &'static str,
+    value: Option<&Value>,
+) -> Result<Option<DateTime<Utc>>, InvalidEvent> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => parse_time(field, value).map(Some),
+    }
+}
+
 /// The client's metadata: a JSON object within [`MetadataLimits`], kept as compact JSON text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -390,8 +518,13 @@ pub struct Event {
     pub asin: Asin,
     pub event_type: EventType,
     pub metadata: Option<Metadata>,
-    /// When the service received the event; stored as `interaction_logs.ts`.
+    /// When the service received the event.
     pub received_at: DateTime<Utc>,
+    /// When the event happened, settled once at acceptance by [`Arrival::event_time`] and carried
+    /// with the event, so that a replay stores the same time. Records journaled before this
+    /// field existed lack it: their time is `received_at`. Read it with [`Event::ts`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<DateTime<Utc>>,
     /// Whether the client chose the event id (and so may send the same event again).
     #[serde(skip)]
     pub client_event_id: bool,
@@ -401,21 +534,21 @@ impl Event {
     /// Parses one event from its JSON text.
     pub fn from_json(
         body: &[u8],
-        limits: &MetadataLimits,
-        received_at: DateTime<Utc>,
+        rules: &EventRules,
+        arrival: Arrival,
     ) -> Result<Self, ParseError> {
         let object: Map<String, Value> = serde_json::from_slice(body).map_err(ParseError::from)?;
-        Ok(Self::from_object(&object, limits, received_at)?)
+        Ok(Self::from_object(&object, rules, arrival)?)
     }
 
     /// Builds an event from an already parsed JSON value (an element of a batch).
     pub fn from_value(
         value: &Value,
-        limits: &MetadataLimits,
-        received_at: DateTime<Utc>,
+        rules: &EventRules,
+        arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
         match value {
-            Value::Object(object) => Self::from_object(object, limits, received_at),
+            Value::Object(object) => Self::from_object(object, rules, arrival),
             other => Err(InvalidEvent::invalid(
                 "event",
                 format!("an event must be a JSON object, got {}", json_type(other)),
@@ -425,17 +558,21 @@ impl Event {
 
     fn from_object(
         object: &Map<String, Value>,
-        limits: &MetadataLimits,
-        received_at: DateTime<Utc>,
+        rules: &EventRules,
+        arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
         let user_id = UserId::from_json(object.get("user_id"))?;
         let asin = Asin::from_json(object.get("asin"))?;
         let event_type = EventType::from_json(object.get("event_type"))?;
-        let metadata = Metadata::from_json(object.get("metadata"), limits)?;
+        let metadata = Metadata::from_json(object.get("metadata"), &rules.metadata)?;
+        let received_at = arrival.received_at;
         let (event_id, client_event_id) = match object.get("event_id") {
             None | Some(Value::Null) => (new_event_id(received_at), false),
             Some(value) => (parse_event_id(value)?, true),
         };
+        let timestamp = optional_time("timestamp", object.get("timestamp"))?;
+        let sent_at = optional_time("sent_at", object.get("sent_at"))?.or(arrival.sent_at);
+        let ts = arrival.event_time(timestamp, sent_at, rules.max_age)?;
         Ok(Self {
             event_id,
             user_id,
@@ -443,8 +580,14 @@ impl Event {
             event_type,
             metadata,
             received_at,
+            ts: Some(ts),
             client_event_id,
         })
+    }
+
+    /// When the event happened, as stored in `interaction_logs.ts`.
+    pub fn ts(&self) -> DateTime<Utc> {
+        self.ts.unwrap_or(self.received_at)
     }
 }
 
@@ -527,7 +670,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(value: Value) -> Result<Event, InvalidEvent> {
-        Event::from_value(&value, &MetadataLimits::default(), Utc::now())
+        Event::from_value(&value, &EventRules::default(), Arrival::now())
     }
 
     fn field_of(value: Value) -> (&'static str, &'static str) {
@@ -672,17 +815,17 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_is_a_syntax_error() {
-        let limits = MetadataLimits::default();
+        let limits = EventRules::default();
         assert!(matches!(
-            Event::from_json(b"{", &limits, Utc::now()),
+            Event::from_json(b"{", &limits, Arrival::now()),
             Err(ParseError::Syntax(_))
         ));
         assert!(matches!(
-            Event::from_json(b"[1]", &limits, Utc::now()),
+            Event::from_json(b"[1]", &limits, Arrival::now()),
             Err(ParseError::NotAnObject)
         ));
         assert!(matches!(
-            Event::from_json(b"", &limits, Utc::now()),
+            Event::from_json(b"", &limits, Arrival::now()),
             Err(ParseError::Syntax(_))
         ));
     }
@@ -696,6 +839,123 @@ mod tests {
         let text = serde_json::to_vec(&event).unwrap();
         let back: Event = serde_json::from_slice(&text).unwrap();
         assert_eq!(back, event);
+    }
+
+    fn time(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    fn received(text: &str) -> Arrival {
+        Arrival::at(time(text))
+    }
+
+    const WEEK: Duration = DEFAULT_MAX_EVENT_AGE;
+
+    #[test]
+    fn without_a_timestamp_the_event_time_is_the_time_of_receipt() {
+        let arrival = received("2026-11-29T12:00:00Z");
+        let event = Event::from_value(
+            &json!({"user_id": 1, "asin": "A", "event_type": "view", "sent_at": "2020-01-01T00:00:00Z"}),
+            &EventRules::default(),
+            arrival,
+        )
+        .unwrap();
+        assert_eq!(event.ts(), arrival.received_at);
+    }
+
+    #[test]
+    fn a_clock_an_hour_fast_is_corrected_by_sent_at() {
+        // The client's clock reads 13:00 when the true time is 12:00; the event happened five
+        // minutes before it was sent.
+        let arrival = received("2026-11-29T12:00:00.250Z");
+        let ts = arrival
+            .event_time(
+                Some(time("2026-11-29T12:55:00Z")),
+                Some(time("2026-11-29T13:00:00Z")),
+                WEEK,
+            )
+            .unwrap();
+        assert_eq!(ts, time("2026-11-29T11:55:00.250Z"));
+        // Alone, the timestamp is taken as it is.
+        let ts = arrival
+            .event_time(Some(time("2026-11-29T11:00:00+01:00")), None, WEEK)
+            .unwrap();
+        assert_eq!(ts, time("2026-11-29T10:00:00Z"));
+    }
+
+    #[test]
+    fn a_time_in_the_future_is_clamped_to_the_time_of_receipt() {
+        let arrival = received("2026-11-29T12:00:00Z");
+        let within = time("2026-11-29T12:00:05Z");
+        assert_eq!(arrival.event_time(Some(within), None, WEEK), Ok(within));
+        for (timestamp, sent_at) in [
+            ("2026-11-29T12:00:11Z", None),
+            ("2027-01-01T00:00:00Z", Some("2026-11-29T12:00:00Z")),
+            ("2026-11-29T11:00:00Z", Some("2026-11-29T10:00:00Z")),
+        ] {
+            let ts = arrival.event_time(Some(time(timestamp)), sent_at.map(time), WEEK);
+            assert_eq!(ts, Ok(arrival.received_at), "{timestamp} sent {sent_at:?}");
+        }
+        let beyond_the_calendar = arrival.event_time(
+            Some(DateTime::<Utc>::MAX_UTC),
+            Some(DateTime::<Utc>::MIN_UTC),
+            WEEK,
+        );
+        assert_eq!(beyond_the_calendar, Ok(arrival.received_at));
+    }
+
+    #[test]
+    fn a_time_older_than_the_limit_is_refused_naming_timestamp() {
+        let arrival = received("2026-11-29T12:00:00Z");
+        let oldest = time("2026-11-22T12:00:00Z");
+        assert_eq!(arrival.event_time(Some(oldest), None, WEEK), Ok(oldest));
+        for (timestamp, sent_at) in [
+            ("2026-11-22T11:59:59Z", None),
+            ("2026-11-29T11:00:00Z", Some("2026-12-07T00:00:00Z")),
+        ] {
+            let error = arrival
+                .event_time(Some(time(timestamp)), sent_at.map(time), WEEK)
+                .unwrap_err();
+            assert_eq!((error.code, error.field), ("invalid_field", "timestamp"));
+            assert!(
+                error.message.contains("--max-event-age"),
+                "{}",
+                error.message
+            );
+        }
+        for (timestamp, sent_at) in [
+            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
+            (time("2026-11-29T11:00:00Z"), DateTime::<Utc>::MAX_UTC),
+        ] {
+            let error = arrival
+                .event_time(Some(timestamp), Some(sent_at), WEEK)
+                .unwrap_err();
+            assert_eq!((error.code, error.field), ("invalid_field", "timestamp"));
+            assert!(
+                error.message.contains("--max-event-age"),
+                "{}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn time_fields_must_be_rfc_3339() {
+        let base = json!({"user_id": 1, "asin": "A", "event_type": "view"});
+        for field in ["timestamp", "sent_at"] {
+            for bad in [json!("yesterday"), json!(1764417600), json!("2026-11-29")] {
+                let mut value = base.clone();
+                value[field] = bad;
+                assert_eq!(field_of(value), ("invalid_field", field));
+            }
+        }
+    }
+
+    #[test]
+    fn an_event_journaled_before_ts_existed_takes_its_time_of_receipt() {
+        let old = r#"{"event_id":"7d444840-9dc0-11d1-b245-5ffdce74fad2","user_id":1,"asin":"A","event_type":"view","metadata":null,"received_at":"2026-11-29T12:00:00Z"}"#;
+        let event: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(event.ts(), time("2026-11-29T12:00:00Z"));
     }
 
     /// Any JSON value, nested up to a few levels.
@@ -716,6 +976,22 @@ mod tests {
                 prop::collection::hash_map(".{0,12}", inner, 0..8)
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
+        })
+    }
+
+    /// An RFC 3339 time anywhere in the calendar, most of them near now.
+    fn any_time() -> impl Strategy<Value = Value> {
+        let now = Utc::now().timestamp();
+        prop_oneof![
+            (now - 30 * 86_400..now + 86_400),
+            (-8_000_000_000_000_i64..8_000_000_000_000),
+        ]
+        .prop_map(|seconds| {
+            Value::from(
+                DateTime::from_timestamp(seconds, 0)
+                    .unwrap()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
         })
     }
 
@@ -741,22 +1017,28 @@ mod tests {
                 ]
                 .boxed(),
             ),
+            field(prop_oneof![any_json(), any_time()].boxed()),
+            field(prop_oneof![any_json(), any_time()].boxed()),
         )
-            .prop_map(|(user_id, asin, event_type, metadata, event_id)| {
-                let mut object = Map::new();
-                for (key, value) in [
-                    ("user_id", user_id),
-                    ("asin", asin),
-                    ("event_type", event_type),
-                    ("metadata", metadata),
-                    ("event_id", event_id),
-                ] {
-                    if let Some(value) = value {
-                        object.insert(key.to_owned(), value);
+            .prop_map(
+                |(user_id, asin, event_type, metadata, event_id, timestamp, sent_at)| {
+                    let mut object = Map::new();
+                    for (key, value) in [
+                        ("user_id", user_id),
+                        ("asin", asin),
+                        ("event_type", event_type),
+                        ("metadata", metadata),
+                        ("event_id", event_id),
+                        ("timestamp", timestamp),
+                        ("sent_at", sent_at),
+                    ] {
+                        if let Some(value) = value {
+                            object.insert(key.to_owned(), value);
+                        }
                     }
-                }
-                Value::Object(object)
-            })
+                    Value::Object(object)
+                },
+            )
     }
 
     proptest! {
@@ -764,8 +1046,8 @@ mod tests {
 
         #[test]
         fn any_json_value_parses_or_fails_with_a_named_field(value in prop_oneof![any_json(), event_shaped()]) {
-            let limits = MetadataLimits::default();
-            match Event::from_value(&value, &limits, Utc::now()) {
+            let rules = EventRules::default();
+            match Event::from_value(&value, &rules, Arrival::now()) {
                 Ok(event) => {
                     // What parses is valid by construction, and survives the journal.
                     prop_assert!(event.user_id.get() > 0);
@@ -779,7 +1061,7 @@ mod tests {
                 }
             }
             let text = value.to_string();
-            let _ = Event::from_json(text.as_bytes(), &limits, Utc::now());
+            let _ = Event::from_json(text.as_bytes(), &rules, Arrival::now());
         }
     }
 
@@ -791,7 +1073,7 @@ mod tests {
 
         #[test]
         fn any_bytes_parse_or_fail_cleanly(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = Event::from_json(&body, &MetadataLimits::default(), Utc::now());
+            let _ = Event::from_json(&body, &EventRules::default(), Arrival::now());
         }
 
         #[test]

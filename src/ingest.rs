@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{TimeDelta, Utc};
+
 use crate::catalogue::{Catalogue, Lookup};
 use crate::config::UnknownItems;
 use crate::context::{ContextStore, ContextUpdate};
@@ -65,13 +67,22 @@ impl Ingest {
         let durable = self
             .handoff
             .submit(&accepted.iter().map(|(event, _)| *event).collect::<Vec<_>>())?;
+        // An event older than the context's lifetime is not recent: it is stored, and the context
+        // is left as it is.
+        let ttl = TimeDelta::from_std(self.context.config().ttl).unwrap_or(TimeDelta::MAX);
+        let recent_since = Utc::now().checked_sub_signed(ttl);
         let updates: Vec<ContextUpdate> = accepted
             .iter()
+            .filter(|(event, _)| recent_since.is_none_or(|since| event.ts() >= since))
             .map(|(event, lookup)| ContextUpdate {
                 event,
                 category: lookup.category(),
             })
             .collect();
+        let stale = accepted.len() - updates.len();
+        if stale > 0 {
+            metrics::counter!("context_stale_events_total").increment(stale as u64);
+        }
         let (context, durable) = tokio::join!(self.context.record(&updates), durable);
         durable?;
         match context {

@@ -115,6 +115,14 @@ fn describe_metrics() {
         "Events whose client event_id was seen before: stored once, counted once in Redis"
     );
     describe_counter!(
+        "event_time_clamped_total",
+        "Events whose time lay in the future (a client clock gone wrong): stored at receipt"
+    );
+    describe_counter!(
+        "context_stale_events_total",
+        "Events older than the context TTL: stored, but not recorded in Redis"
+    );
+    describe_counter!(
         "redis_failures_total",
         "Redis calls that failed or were skipped, by operation and reason"
     );
@@ -204,6 +212,8 @@ fn describe_metrics() {
     }
     for name in [
         "events_repeated_total",
+        "event_time_clamped_total",
+        "context_stale_events_total",
         "catalogue_lookup_failures_total",
         "writer_batches_total",
         "writer_rows_total",

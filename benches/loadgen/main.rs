@@ -19,7 +19,7 @@ mod http;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use event_ingest::event::{Event, EventType, MetadataLimits};
+use event_ingest::event::{Arrival, Event, EventRules, EventType};
 use event_ingest::handoff::journal::{Journal, JournalConfig, SyncPolicy};
 use hdrhistogram::Histogram;
 use rand::Rng;
@@ -118,7 +118,8 @@ async fn fill_journal(args: JournalArgs) -> anyhow::Result<()> {
         let payloads = (0..n)
             .map(|_| {
                 let body = random_event(&mut rng, args.users, &args.asins);
-                let event = Event::from_value(&body, &MetadataLimits::default(), now).unwrap();
+                let event =
+                    Event::from_value(&body, &EventRules::default(), Arrival::at(now)).unwrap();
                 serde_json::to_vec(&event).unwrap()
             })
             .collect();

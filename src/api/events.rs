@@ -4,7 +4,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -13,7 +12,7 @@ use uuid::Uuid;
 use super::error::ErrorDetail;
 use super::openapi::{BatchRequest, BodyErrors, EdgeErrors, EventRequest};
 use super::{ApiError, AppState, body};
-use crate::event::{Event, EventType, ParseError};
+use crate::event::{Arrival, Event, EventType, ParseError, optional_time};
 
 /// The seed's answer, exactly: `{"success": true, "message": "Event logged: view"}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -37,7 +36,7 @@ pub async fn log_event(
     body: Body,
 ) -> Result<Json<EventLogged>, ApiError> {
     let body = body::read_json(&headers, body, app.limits.max_body_bytes).await?;
-    let event = match Event::from_json(&body, &app.limits.metadata, Utc::now()) {
+    let event = match Event::from_json(&body, &app.limits.events, Arrival::now()) {
         Ok(event) => event,
         Err(ParseError::Invalid(invalid)) => return Err(rejected_event(invalid.into())),
         Err(error) => return Err(error.into()),
@@ -66,6 +65,8 @@ fn logged(event_type: EventType) -> EventLogged {
 #[derive(Deserialize)]
 struct BatchEnvelope {
     events: Value,
+    #[serde(default)]
+    sent_at: Option<Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -129,12 +130,15 @@ pub async fn log_events(
         )));
     }
 
-    let received_at = Utc::now();
+    let arrival = Arrival {
+        sent_at: optional_time("sent_at", request.sent_at.as_ref())?,
+        ..Arrival::now()
+    };
     let mut results: Vec<EventResult> = Vec::with_capacity(items.len());
     let mut events = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        match Event::from_value(item, &app.limits.metadata, received_at) {
+        match Event::from_value(item, &app.limits.events, arrival) {
             Ok(event) => {
                 positions.push(index);
                 events.push(event);

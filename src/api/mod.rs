@@ -28,7 +28,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::context::ContextStore;
-use crate::event::MetadataLimits;
+use crate::event::EventRules;
 use crate::handoff::Handoff;
 use crate::health::Health;
 use crate::ingest::Ingest;
@@ -44,7 +44,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_body_bytes: usize,
     pub max_batch_events: usize,
-    pub metadata: MetadataLimits,
+    pub events: EventRules,
 }
 
 #[derive(Clone)]

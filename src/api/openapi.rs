@@ -39,6 +39,15 @@ pub struct EventRequest {
     /// service when absent.
     #[schema(nullable)]
     pub event_id: Option<Uuid>,
+    /// When the event happened, by the client's clock (RFC 3339). Stored as the event's time,
+    /// corrected by `sent_at`; a time in the future is replaced by the time of receipt, one older
+    /// than `--max-event-age` (7 days) is refused. The time of receipt when absent.
+    #[schema(value_type = Option<String>, format = DateTime, nullable)]
+    pub timestamp: Option<String>,
+    /// When the client sent this event, by the same clock as `timestamp`: the difference from
+    /// the service's clock is removed from `timestamp`. Takes precedence over the batch's.
+    #[schema(value_type = Option<String>, format = DateTime, nullable)]
+    pub sent_at: Option<String>,
 }
 
 /// Up to 500 events (and 1 MiB); each is accepted or rejected on its own.
@@ -46,6 +55,9 @@ pub struct EventRequest {
 pub struct BatchRequest {
     #[schema(min_items = 1, max_items = 500)]
     pub events: Vec<EventRequest>,
+    /// When the client sent the batch (RFC 3339), by the clock of the events' `timestamp`s.
+    #[schema(value_type = Option<String>, format = DateTime, nullable)]
+    pub sent_at: Option<String>,
 }
 
 /// A list a recommender has ranked, to reorder with the user's context.

@@ -19,7 +19,7 @@ use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::context::ContextConfig;
-use crate::event::MetadataLimits;
+use crate::event::{EventRules, MetadataLimits};
 use crate::handoff::journal::{JournalConfig, SyncPolicy};
 use crate::rerank::{RerankConfig, RuleConfig};
 use crate::server::ConnectionLimits;
@@ -265,6 +265,11 @@ pub struct Settings {
     #[arg(long, env = "MAX_METADATA_KEYS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000).map(|n| n as usize))]
     pub max_metadata_keys: usize,
 
+    /// The oldest event accepted, by its `timestamp` (a duration such as `7d` or `36h`); older
+    /// events are refused with 422.
+    #[arg(long, env = "MAX_EVENT_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub max_event_age: Duration,
+
     /// Re-ranking: apply the intent boost (items of the categories the user browses gain).
     #[arg(long, env = "RERANK_INTENT_BOOST", default_value_t = true, action = clap::ArgAction::Set)]
     pub rerank_intent_boost: bool,
@@ -310,11 +315,14 @@ impl Settings {
         }
     }
 
-    pub fn metadata_limits(&self) -> MetadataLimits {
-        MetadataLimits {
-            max_bytes: self.max_metadata_bytes,
-            max_depth: self.max_metadata_depth,
-            max_keys: self.max_metadata_keys,
+    pub fn event_rules(&self) -> EventRules {
+        EventRules {
+            metadata: MetadataLimits {
+                max_bytes: self.max_metadata_bytes,
+                max_depth: self.max_metadata_depth,
+                max_keys: self.max_metadata_keys,
+            },
+            max_age: self.max_event_age,
         }
     }
 

@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `user:42:recent_items` | List | ASINs, newest first, capped |
 //! | `user:42:recent_categories` | Hash | category → interaction count |
-//! | `user:42:last_active` | String | RFC 3339 time of the last event |
+//! | `user:42:last_active` | String | RFC 3339 time of the latest event; never moves back |
 //!
 //! A fourth key, `user:42:event_ids` (a sorted set of the user's last client event ids), exists
 //! only for clients that send their own `event_id`: it makes a retried event count once. On a

@@ -50,7 +50,12 @@ for i = 0, #KEYS / 4 - 1 do
       redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], 1)
       redis.call('EXPIRE', KEYS[k + 2], ttl)
     end
-    redis.call('SET', KEYS[k + 3], ARGV[a + 3], 'EX', ttl)
+    -- last_active never moves back: a late event leaves a later time in place. The times are
+    -- RFC 3339 in UTC with milliseconds, so their order is that of their text.
+    local previous = redis.call('SET', KEYS[k + 3], ARGV[a + 3], 'EX', ttl, 'GET')
+    if previous and previous > ARGV[a + 3] then
+      redis.call('SET', KEYS[k + 3], previous, 'EX', ttl)
+    end
   end
   applied[i + 1] = fresh
 end
@@ -85,7 +90,7 @@ impl Prepared {
                 event.asin.as_str().into(),
                 update.category.unwrap_or_default().into(),
                 event
-                    .received_at
+                    .ts()
                     .to_rfc3339_opts(SecondsFormat::Millis, true)
                     .into(),
                 if event.client_event_id {

@@ -133,7 +133,7 @@ impl Application {
                 max_body_bytes: settings.max_body_bytes,
                 max_batch_body_bytes: settings.max_batch_body_bytes,
                 max_batch_events: MAX_BATCH_EVENTS,
-                metadata: settings.metadata_limits(),
+                events: settings.event_rules(),
             },
         };
         Ok(Self {

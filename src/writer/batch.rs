@@ -150,7 +150,7 @@ impl<'a> Rows<'a> {
             rows.users.push(event.user_id.get());
             rows.asins.push(event.asin.as_str());
             rows.types.push(event.event_type.as_str());
-            rows.times.push(event.received_at.naive_utc());
+            rows.times.push(event.ts().naive_utc());
             let info = match lookups.get(&event.asin) {
                 Some(Lookup::Known(info)) => Some(info.as_ref()),
                 _ => None,
@@ -182,7 +182,7 @@ pub fn enrich(event: &Event, info: Option<&ItemInfo>) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::MetadataLimits;
+    use crate::event::{Arrival, EventRules};
     use serde_json::json;
 
     fn event(metadata: Value) -> Event {
@@ -190,7 +190,7 @@ mod tests {
         if !metadata.is_null() {
             body["metadata"] = metadata;
         }
-        Event::from_value(&body, &MetadataLimits::default(), chrono::Utc::now()).unwrap()
+        Event::from_value(&body, &EventRules::default(), Arrival::now()).unwrap()
     }
 
     fn info(category: Option<&str>, brand: Option<&str>) -> ItemInfo {

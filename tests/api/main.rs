@@ -7,6 +7,7 @@ mod compression;
 mod context;
 mod durability;
 mod edge;
+mod event_time;
 mod faults;
 mod helpers;
 mod ingest;
