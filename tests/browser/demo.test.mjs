@@ -37,6 +37,10 @@ test("a short session shows up in the context, the re-ranked list and PostgreSQL
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.on("pageerror", (error) => assert.fail(`the page threw: ${error.message}`));
+    const sent = [];
+    page.on("request", (request) => {
+      if (request.url().endsWith("/api/event")) sent.push(JSON.parse(request.postData()));
+    });
     await page.goto(`${base}/demo/`);
     await page.waitForSelector("body[data-ready=true]");
     await page.click("#new-user");
@@ -89,6 +93,14 @@ test("a short session shows up in the context, the re-ranked list and PostgreSQL
     });
     assert.deepEqual(rows.map((r) => r.split(" ")[0]), ["click", "click", "click", "add_to_cart", "purchase"]);
     assert.ok(rows.every((r) => !r.endsWith(" -")), "every row has its category");
+
+    // Each event carried the browser's times, and is stored at the time it happened.
+    assert.equal(sent.length, 5);
+    for (const event of sent) {
+      assert.ok(Date.parse(event.timestamp) <= Date.parse(event.sent_at), JSON.stringify(event));
+      const stored = Number(sql(`SELECT (extract(epoch FROM ts) * 1000)::bigint FROM interaction_logs WHERE event_id = '${event.event_id}'`));
+      assert.ok(Math.abs(stored - Date.parse(event.timestamp)) < 1000, `${stored} for ${JSON.stringify(event)}`);
+    }
 
     await page.screenshot({ path: screenshot, fullPage: true });
   } finally {

@@ -26,6 +26,12 @@ export interface EventClientOptions {
      * and keepalive requests never are. Default 2,048; `Infinity` turns compression off.
      */
     compressAboveBytes?: number;
+    /**
+     * The clock that stamps each event's `timestamp` (when it is logged or tracked) and each
+     * request's `sent_at`, in milliseconds since the epoch. Default `Date.now`. It need not be
+     * right: the service removes its error, measured between `sent_at` and its own clock.
+     */
+    now?: () => number;
     /** Queue: flush with sendBeacon (or a keepalive fetch) when the page is hidden. Default true. */
     flushOnPageHide?: boolean;
     /** Queue: an event the service refused (invalid field, ...). It is not sent again. */
@@ -43,21 +49,23 @@ export declare class EventClient {
     private readonly policy;
     private readonly timeoutMs;
     private readonly compressAboveBytes;
+    private readonly now;
     private readonly queue;
     private readonly unwatch;
     constructor(options?: EventClientOptions);
     /**
      * Sends one event now, as the seed's `logEvent` did, and resolves to the service's answer,
      * `{"success": true, "message": "Event logged: view"}`. The event gets an `event_id`, so the
-     * retries (network errors, timeouts, 408, 429, 5xx; `Retry-After` honoured) store it once.
+     * retries (network errors, timeouts, 408, 429, 5xx; `Retry-After` honoured) store it once, and
+     * a `timestamp`, so that it is stored at the time of the call whenever an attempt lands.
      * Throws `EventRejectedError` on any other 4xx, `EventDeliveryError` when the retries run out.
      */
     logEvent(userId: number, asin: string, eventType: EventType, metadata?: Metadata): Promise<LogEventResponse>;
-    /** `logEvent` for a whole event; an `event_id` is added when it has none. */
+    /** `logEvent` for a whole event; an `event_id` and a `timestamp` are added when it has none. */
     send(event: EventPayload): Promise<LogEventResponse>;
     /**
      * Sends up to 500 events in one `POST /api/events`, with the same retries as `logEvent`, and
-     * resolves to the per-event results. Events without an `event_id` get one.
+     * resolves to the per-event results. Events without an `event_id` or a `timestamp` get one.
      */
     sendBatch(events: EventPayload[]): Promise<BatchResponse>;
     /**
@@ -78,8 +86,17 @@ export declare class EventClient {
     /** Stops the timers and page listeners and sends what is queued. */
     close(): Promise<FlushResult>;
     private unloadSender;
-    /** One POST with its retries; resolves to the parsed answer of a 2xx. */
+    /** The event with an `event_id` and a `timestamp`, added where it has none. */
+    private stamped;
+    /**
+     * One POST with its retries; resolves to the parsed answer of a 2xx. `body` (an event, or a
+     * batch's envelope) gets the `sent_at` of each attempt.
+     */
     private post;
+    /** The request for a JSON body. */
+    private request;
+    /** Batches of `compressAboveBytes` or more go gzipped, where the runtime can; keepalives never. */
+    private compresses;
     /** One request, body read included, within `timeoutMs`. */
     private attempt;
 }

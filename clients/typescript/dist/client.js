@@ -1,4 +1,4 @@
-import { BEACON_MAX_BYTES, beaconSender, watchPageHide } from './beacon.js';
+import { BEACON_MAX_BYTES, beaconSender, isoTime, watchPageHide } from './beacon.js';
 import { EventDeliveryError, EventRejectedError } from './errors.js';
 import { EventQueue, MAX_BATCH_EVENTS } from './queue.js';
 import { isRetryableStatus, parseRetryAfter, retryDelay, sleep } from './retry.js';
@@ -22,6 +22,7 @@ export class EventClient {
     policy;
     timeoutMs;
     compressAboveBytes;
+    now;
     queue;
     unwatch;
     constructor(options = {}) {
@@ -35,6 +36,7 @@ export class EventClient {
         };
         this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
         this.compressAboveBytes = Math.max(0, options.compressAboveBytes ?? DEFAULTS.compressAboveBytes);
+        this.now = options.now ?? Date.now;
         const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
         this.queue = new EventQueue((events) => this.sendBatch(events), {
             maxBatch,
@@ -50,29 +52,37 @@ export class EventClient {
     /**
      * Sends one event now, as the seed's `logEvent` did, and resolves to the service's answer,
      * `{"success": true, "message": "Event logged: view"}`. The event gets an `event_id`, so the
-     * retries (network errors, timeouts, 408, 429, 5xx; `Retry-After` honoured) store it once.
+     * retries (network errors, timeouts, 408, 429, 5xx; `Retry-After` honoured) store it once, and
+     * a `timestamp`, so that it is stored at the time of the call whenever an attempt lands.
      * Throws `EventRejectedError` on any other 4xx, `EventDeliveryError` when the retries run out.
      */
     logEvent(userId, asin, eventType, metadata) {
         return this.send({ user_id: userId, asin, event_type: eventType, metadata });
     }
-    /** `logEvent` for a whole event; an `event_id` is added when it has none. */
+    /** `logEvent` for a whole event; an `event_id` and a `timestamp` are added when it has none. */
     send(event) {
-        return this.post('/api/event', withId(event), this.policy.maxRetries);
+        return this.post('/api/event', this.stamped(event), this.policy.maxRetries);
     }
     /**
      * Sends up to 500 events in one `POST /api/events`, with the same retries as `logEvent`, and
-     * resolves to the per-event results. Events without an `event_id` get one.
+     * resolves to the per-event results. Events without an `event_id` or a `timestamp` get one.
      */
     sendBatch(events) {
-        return this.post('/api/events', { events: events.map(withId) }, this.policy.maxRetries);
+        const stamped = events.map((event) => this.stamped(event));
+        return this.post('/api/events', { events: stamped }, this.policy.maxRetries);
     }
     /**
      * Queues an event for the next batch and returns its `event_id`. The queue is sent when
      * `maxBatch` events wait, after `flushIntervalMs`, on `flush()`, and when the page is hidden.
      */
     track(userId, asin, eventType, metadata) {
-        const event = { user_id: userId, asin, event_type: eventType, event_id: newEventId() };
+        const event = {
+            user_id: userId,
+            asin,
+            event_type: eventType,
+            event_id: newEventId(),
+            timestamp: isoTime(this.now()),
+        };
         if (metadata !== undefined)
             event.metadata = metadata;
         this.queue.push(event);
@@ -101,26 +111,28 @@ export class EventClient {
         return this.queue.flush();
     }
     unloadSender() {
-        const beacon = this.apiKey === undefined ? beaconSender(`${this.baseUrl}/api/events`) : undefined;
+        const beacon = this.apiKey === undefined ? beaconSender(`${this.baseUrl}/api/events`, this.now) : undefined;
         return beacon ?? ((events) => this.post('/api/events', { events }, 0, true));
     }
-    /** One POST with its retries; resolves to the parsed answer of a 2xx. */
+    /** The event with an `event_id` and a `timestamp`, added where it has none. */
+    stamped(event) {
+        if (event.event_id && event.timestamp)
+            return event;
+        return { ...event, event_id: event.event_id || newEventId(), timestamp: event.timestamp || isoTime(this.now()) };
+    }
+    /**
+     * One POST with its retries; resolves to the parsed answer of a 2xx. `body` (an event, or a
+     * batch's envelope) gets the `sent_at` of each attempt.
+     */
     async post(path, body, maxRetries, keepalive = false) {
         const url = `${this.baseUrl}${path}`;
-        const headers = { 'Content-Type': 'application/json' };
-        if (this.apiKey !== undefined)
-            headers['X-API-Key'] = this.apiKey;
-        const text = JSON.stringify(body);
-        const init = { method: 'POST', headers, body: text };
-        if (keepalive)
-            init.keepalive = true;
-        else if (path === '/api/events' && text.length >= this.compressAboveBytes && typeof CompressionStream === 'function') {
-            init.body = await gzip(text);
-            headers['Content-Encoding'] = 'gzip';
-        }
         for (let attempt = 0;; attempt++) {
             let failure;
             try {
+                // Synchronous up to the fetch unless it compresses: a hidden page's keepalive request
+                // leaves before the page-hide handler returns.
+                const plain = this.request(path, { ...body, sent_at: isoTime(this.now()) }, keepalive);
+                const init = this.compresses(path, plain, keepalive) ? await gzipped(plain) : plain;
                 const { status, headers: answerHeaders, text } = await this.attempt(url, init);
                 if (status >= 200 && status < 300)
                     return JSON.parse(text);
@@ -141,6 +153,18 @@ export class EventClient {
             await sleep(retryDelay(attempt, failure.retryAfterMs, this.policy));
         }
     }
+    /** The request for a JSON body. */
+    request(path, body, keepalive) {
+        const headers = { 'Content-Type': 'application/json' };
+        if (this.apiKey !== undefined)
+            headers['X-API-Key'] = this.apiKey;
+        const init = { method: 'POST', headers, body: JSON.stringify(body) };
+        return keepalive ? { ...init, keepalive: true } : init;
+    }
+    /** Batches of `compressAboveBytes` or more go gzipped, where the runtime can; keepalives never. */
+    compresses(path, init, keepalive) {
+        return !keepalive && path === '/api/events' && init.body.length >= this.compressAboveBytes && typeof CompressionStream === 'function';
+    }
     /** One request, body read included, within `timeoutMs`. */
     async attempt(url, init) {
         const controller = new AbortController();
@@ -155,13 +179,11 @@ export class EventClient {
         }
     }
 }
-/** `text` as UTF-8, gzip-compressed by the runtime's `CompressionStream`. */
-async function gzip(text) {
-    const stream = new Blob([text]).stream().pipeThrough(new CompressionStream('gzip'));
-    return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-function withId(event) {
-    return event.event_id ? event : { ...event, event_id: newEventId() };
+/** The request with its body (UTF-8 text) gzip-compressed by the runtime's `CompressionStream`. */
+async function gzipped(init) {
+    const stream = new Blob([init.body]).stream().pipeThrough(new CompressionStream('gzip'));
+    const body = new Uint8Array(await new Response(stream).arrayBuffer());
+    return { ...init, headers: { ...init.headers, 'Content-Encoding': 'gzip' }, body };
 }
 /** The error body of an answer, or one made up from the status when it is not the service's. */
 function errorDetail(status, text) {

@@ -193,7 +193,7 @@ export class EventQueue {
 /** Splits events into chunks of at most `maxEvents` events and about `maxBytes` bytes of JSON. */
 export function chunks(events, maxEvents, maxBytes) {
     const encoder = new TextEncoder();
-    const envelope = encoder.encode('{"events":[]}').length;
+    const envelope = encoder.encode('{"events":[],"sent_at":"2026-11-29T00:00:00.000Z"}').length;
     const out = [];
     let current = [];
     let bytes = envelope;

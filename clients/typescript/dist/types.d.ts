@@ -11,10 +11,18 @@ export interface EventPayload {
     metadata?: Metadata;
     /** The idempotency key: a retry with the same id is stored and counted once. */
     event_id?: string;
+    /**
+     * When the event happened (RFC 3339), by this device's clock. The client sets it when the event
+     * is logged or tracked; the service removes the clock's error using `sent_at`.
+     */
+    timestamp?: string;
+    /** When the event was sent, by the same clock. The client sets it on every attempt. */
+    sent_at?: string;
 }
-/** An event with its client-generated id, as held in the queue. */
+/** An event with its client-generated id and time, as held in the queue. */
 export interface QueuedEvent extends EventPayload {
     event_id: string;
+    timestamp: string;
 }
 /** The answer to `POST /api/event`: exactly `{"success": true, "message": "Event logged: view"}`. */
 export interface LogEventResponse {

@@ -8,13 +8,22 @@ import type { QueuedEvent } from './types.js';
 export const BEACON_MAX_BYTES = 60_000;
 
 /**
- * `navigator.sendBeacon` posting `{"events": [...]}` as a `text/plain` Blob, which needs no CORS
- * preflight (the service accepts `text/plain`). `undefined` where there is no sendBeacon.
+ * `navigator.sendBeacon` posting `{"events": [...], "sent_at": ...}` as a `text/plain` Blob, which
+ * needs no CORS preflight (the service accepts `text/plain`); `sent_at` is read from `now` as the
+ * beacon leaves. `undefined` where there is no sendBeacon.
  */
-export function beaconSender(url: string): ((events: QueuedEvent[]) => boolean) | undefined {
+export function beaconSender(url: string, now: () => number): ((events: QueuedEvent[]) => boolean) | undefined {
   const nav = (globalThis as { navigator?: Navigator }).navigator;
   if (nav === undefined || typeof nav.sendBeacon !== 'function') return undefined;
-  return (events) => nav.sendBeacon(url, new Blob([JSON.stringify({ events })], { type: 'text/plain' }));
+  return (events) => {
+    const body = JSON.stringify({ events, sent_at: isoTime(now()) });
+    return nav.sendBeacon(url, new Blob([body], { type: 'text/plain' }));
+  };
+}
+
+/** Milliseconds since the epoch as RFC 3339 in UTC, as `timestamp` and `sent_at` carry them. */
+export function isoTime(ms: number): string {
+  return new Date(ms).toISOString();
 }
 
 /**

@@ -1,4 +1,4 @@
-import { BEACON_MAX_BYTES, beaconSender, watchPageHide } from './beacon.js';
+import { BEACON_MAX_BYTES, beaconSender, isoTime, watchPageHide } from './beacon.js';
 import { EventDeliveryError, EventRejectedError } from './errors.js';
 import { EventQueue, MAX_BATCH_EVENTS, type UnloadSender } from './queue.js';
 import { isRetryableStatus, parseRetryAfter, retryDelay, sleep, type RetryPolicy } from './retry.js';
@@ -42,6 +42,12 @@ export interface EventClientOptions {
    * and keepalive requests never are. Default 2,048; `Infinity` turns compression off.
    */
   compressAboveBytes?: number;
+  /**
+   * The clock that stamps each event's `timestamp` (when it is logged or tracked) and each
+   * request's `sent_at`, in milliseconds since the epoch. Default `Date.now`. It need not be
+   * right: the service removes its error, measured between `sent_at` and its own clock.
+   */
+  now?: () => number;
   /** Queue: flush with sendBeacon (or a keepalive fetch) when the page is hidden. Default true. */
   flushOnPageHide?: boolean;
   /** Queue: an event the service refused (invalid field, ...). It is not sent again. */
@@ -72,6 +78,7 @@ export class EventClient {
   private readonly policy: RetryPolicy;
   private readonly timeoutMs: number;
   private readonly compressAboveBytes: number;
+  private readonly now: () => number;
   private readonly queue: EventQueue;
   private readonly unwatch: () => void;
 
@@ -86,6 +93,7 @@ export class EventClient {
     };
     this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
     this.compressAboveBytes = Math.max(0, options.compressAboveBytes ?? DEFAULTS.compressAboveBytes);
+    this.now = options.now ?? Date.now;
     const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
     this.queue = new EventQueue((events) => this.sendBatch(events), {
       maxBatch,
@@ -102,24 +110,26 @@ export class EventClient {
   /**
    * Sends one event now, as the seed's `logEvent` did, and resolves to the service's answer,
    * `{"success": true, "message": "Event logged: view"}`. The event gets an `event_id`, so the
-   * retries (network errors, timeouts, 408, 429, 5xx; `Retry-After` honoured) store it once.
+   * retries (network errors, timeouts, 408, 429, 5xx; `Retry-After` honoured) store it once, and
+   * a `timestamp`, so that it is stored at the time of the call whenever an attempt lands.
    * Throws `EventRejectedError` on any other 4xx, `EventDeliveryError` when the retries run out.
    */
   logEvent(userId: number, asin: string, eventType: EventType, metadata?: Metadata): Promise<LogEventResponse> {
     return this.send({ user_id: userId, asin, event_type: eventType, metadata });
   }
 
-  /** `logEvent` for a whole event; an `event_id` is added when it has none. */
+  /** `logEvent` for a whole event; an `event_id` and a `timestamp` are added when it has none. */
   send(event: EventPayload): Promise<LogEventResponse> {
-    return this.post<LogEventResponse>('/api/event', withId(event), this.policy.maxRetries);
+    return this.post<LogEventResponse>('/api/event', this.stamped(event), this.policy.maxRetries);
   }
 
   /**
    * Sends up to 500 events in one `POST /api/events`, with the same retries as `logEvent`, and
-   * resolves to the per-event results. Events without an `event_id` get one.
+   * resolves to the per-event results. Events without an `event_id` or a `timestamp` get one.
    */
   sendBatch(events: EventPayload[]): Promise<BatchResponse> {
-    return this.post<BatchResponse>('/api/events', { events: events.map(withId) }, this.policy.maxRetries);
+    const stamped = events.map((event) => this.stamped(event));
+    return this.post<BatchResponse>('/api/events', { events: stamped }, this.policy.maxRetries);
   }
 
   /**
@@ -127,7 +137,13 @@ export class EventClient {
    * `maxBatch` events wait, after `flushIntervalMs`, on `flush()`, and when the page is hidden.
    */
   track(userId: number, asin: string, eventType: EventType, metadata?: Metadata): string {
-    const event: QueuedEvent = { user_id: userId, asin, event_type: eventType, event_id: newEventId() };
+    const event: QueuedEvent = {
+      user_id: userId,
+      asin,
+      event_type: eventType,
+      event_id: newEventId(),
+      timestamp: isoTime(this.now()),
+    };
     if (metadata !== undefined) event.metadata = metadata;
     this.queue.push(event);
     return event.event_id;
@@ -160,26 +176,29 @@ export class EventClient {
   }
 
   private unloadSender(): UnloadSender {
-    const beacon = this.apiKey === undefined ? beaconSender(`${this.baseUrl}/api/events`) : undefined;
+    const beacon = this.apiKey === undefined ? beaconSender(`${this.baseUrl}/api/events`, this.now) : undefined;
     return beacon ?? ((events) => this.post<BatchResponse>('/api/events', { events }, 0, true));
   }
 
-  /** One POST with its retries; resolves to the parsed answer of a 2xx. */
-  private async post<T>(path: string, body: unknown, maxRetries: number, keepalive = false): Promise<T> {
-    const url = `${this.baseUrl}${path}`;
-    const headers: Record<string, string> = { 'Content-Type': 'application/json' };
-    if (this.apiKey !== undefined) headers['X-API-Key'] = this.apiKey;
-    const text = JSON.stringify(body);
-    const init: RequestInit = { method: 'POST', headers, body: text };
-    if (keepalive) init.keepalive = true;
-    else if (path === '/api/events' && text.length >= this.compressAboveBytes && typeof CompressionStream === 'function') {
-      init.body = await gzip(text);
-      headers['Content-Encoding'] = 'gzip';
-    }
+  /** The event with an `event_id` and a `timestamp`, added where it has none. */
+  private stamped<E extends EventPayload>(event: E): E & { event_id: string; timestamp: string } {
+    if (event.event_id && event.timestamp) return event as E & { event_id: string; timestamp: string };
+    return { ...event, event_id: event.event_id || newEventId(), timestamp: event.timestamp || isoTime(this.now()) };
+  }
 
+  /**
+   * One POST with its retries; resolves to the parsed answer of a 2xx. `body` (an event, or a
+   * batch's envelope) gets the `sent_at` of each attempt.
+   */
+  private async post<T>(path: string, body: object, maxRetries: number, keepalive = false): Promise<T> {
+    const url = `${this.baseUrl}${path}`;
     for (let attempt = 0; ; attempt++) {
       let failure: { status?: number; code?: string; retryAfterMs?: number; cause?: unknown };
       try {
+        // Synchronous up to the fetch unless it compresses: a hidden page's keepalive request
+        // leaves before the page-hide handler returns.
+        const plain = this.request(path, { ...body, sent_at: isoTime(this.now()) }, keepalive);
+        const init = this.compresses(path, plain, keepalive) ? await gzipped(plain) : plain;
         const { status, headers: answerHeaders, text } = await this.attempt(url, init);
         if (status >= 200 && status < 300) return JSON.parse(text) as T;
         const detail = errorDetail(status, text);
@@ -203,6 +222,19 @@ export class EventClient {
     }
   }
 
+  /** The request for a JSON body. */
+  private request(path: string, body: object, keepalive: boolean): RequestInit & { headers: Record<string, string>; body: string } {
+    const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+    if (this.apiKey !== undefined) headers['X-API-Key'] = this.apiKey;
+    const init = { method: 'POST', headers, body: JSON.stringify(body) };
+    return keepalive ? { ...init, keepalive: true } : init;
+  }
+
+  /** Batches of `compressAboveBytes` or more go gzipped, where the runtime can; keepalives never. */
+  private compresses(path: string, init: { body: string }, keepalive: boolean): boolean {
+    return !keepalive && path === '/api/events' && init.body.length >= this.compressAboveBytes && typeof CompressionStream === 'function';
+  }
+
   /** One request, body read included, within `timeoutMs`. */
   private async attempt(url: string, init: RequestInit): Promise<{ status: number; headers: Headers; text: string }> {
     const controller = new AbortController();
@@ -216,14 +248,11 @@ export class EventClient {
   }
 }
 
-/** `text` as UTF-8, gzip-compressed by the runtime's `CompressionStream`. */
-async function gzip(text: string): Promise<Uint8Array<ArrayBuffer>> {
-  const stream = new Blob([text]).stream().pipeThrough(new CompressionStream('gzip'));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
-function withId<E extends EventPayload>(event: E): E & { event_id: string } {
-  return event.event_id ? (event as E & { event_id: string }) : { ...event, event_id: newEventId() };
+/** The request with its body (UTF-8 text) gzip-compressed by the runtime's `CompressionStream`. */
+async function gzipped(init: { headers: Record<string, string>; body: string }): Promise<RequestInit> {
+  const stream = new Blob([init.body]).stream().pipeThrough(new CompressionStream('gzip'));
+  const body = new Uint8Array(await new Response(stream).arrayBuffer());
+  return { ...init, headers: { ...init.headers, 'Content-Encoding': 'gzip' }, body };
 }
 
 /** The error body of an answer, or one made up from the status when it is not the service's. */

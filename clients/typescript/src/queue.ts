@@ -226,7 +226,7 @@ export class EventQueue {
 /** Splits events into chunks of at most `maxEvents` events and about `maxBytes` bytes of JSON. */
 export function chunks(events: QueuedEvent[], maxEvents: number, maxBytes: number): QueuedEvent[][] {
   const encoder = new TextEncoder();
-  const envelope = encoder.encode('{"events":[]}').length;
+  const envelope = encoder.encode('{"events":[],"sent_at":"2026-11-29T00:00:00.000Z"}').length;
   const out: QueuedEvent[][] = [];
   let current: QueuedEvent[] = [];
   let bytes = envelope;

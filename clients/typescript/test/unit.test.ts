@@ -85,17 +85,18 @@ describe('event ids', () => {
 
 describe('chunks', () => {
   const event = (i: number, pad = 0): QueuedEvent => ({
-    user_id: 1, asin: 'B08XXXX', event_type: 'view', event_id: String(i), metadata: { pad: 'x'.repeat(pad) },
+    user_id: 1, asin: 'B08XXXX', event_type: 'view', event_id: String(i), timestamp: '2026-11-29T00:00:00.000Z', metadata: { pad: 'x'.repeat(pad) },
   });
 
   it('cuts by count and by bytes, keeping the order', () => {
     const events = Array.from({ length: 7 }, (_, i) => event(i));
     assert.deepEqual(chunks(events, 3, 1e9).map((c) => c.length), [3, 3, 1]);
     const big = Array.from({ length: 5 }, (_, i) => event(i, 400));
-    const cut = chunks(big, 100, 1000);
+    const cut = chunks(big, 100, 1200);
     assert.deepEqual(cut.map((c) => c.length), [2, 2, 1]);
     assert.deepEqual(cut.flat(), big);
-    for (const c of cut) assert.ok(new TextEncoder().encode(JSON.stringify({ events: c })).length <= 1000);
+    const sentAt = new Date().toISOString();
+    for (const c of cut) assert.ok(new TextEncoder().encode(JSON.stringify({ events: c, sent_at: sentAt })).length <= 1200);
   });
 });
 
