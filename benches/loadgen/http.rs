@@ -64,6 +64,10 @@ pub struct HttpArgs {
     /// sends its larger batches.
     #[arg(long)]
     gzip: bool,
+    /// Random event ids (as clients that use UUIDv4 send) instead of time-ordered UUIDv7 ones
+    /// (as the TypeScript client sends).
+    #[arg(long)]
+    random_event_ids: bool,
 }
 
 /// An event's id and its user.
@@ -104,7 +108,12 @@ impl Plan {
     fn prepare(&self, rng: &mut SmallRng) -> Prepared {
         let mut events = Vec::new();
         let mut event = |rng: &mut SmallRng| {
-            let event = random_event(rng, self.args.users, &self.asins);
+            let event = random_event(
+                rng,
+                self.args.users,
+                &self.asins,
+                self.args.random_event_ids,
+            );
             let id = event["event_id"].as_str().unwrap_or_default().to_owned();
             events.push((id, event["user_id"].as_i64().unwrap_or_default()));
             event

@@ -27,7 +27,7 @@ describe('logEvent, the seed function', () => {
     assert.equal(calls.length, 1);
     assert.equal(calls[0]!.url, `${service().baseUrl}/api/event`);
     const sent = JSON.parse(String(calls[0]!.init?.body));
-    assert.match(sent.event_id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.match(sent.event_id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     const stored = await waitForStored(service(), [sent.event_id]);
     assert.equal(stored.get(sent.event_id), 1);
     const row = await service().psql(

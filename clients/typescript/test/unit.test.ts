@@ -15,7 +15,7 @@ import { chunks } from '../dist/queue.js';
 import { installFakeBrowser } from './browser.ts';
 import { sentJson, waitFor } from './service.ts';
 
-const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const policy = { maxRetries: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
 
 describe('Retry-After', () => {
@@ -65,18 +65,26 @@ describe('backoff', () => {
 });
 
 describe('event ids', () => {
-  it('are v4 UUIDs, also where crypto.randomUUID is missing (plain http pages)', () => {
-    assert.match(newEventId(), UUID_V4);
+  it('are v7 UUIDs: the time in milliseconds first, so that they sort by time', () => {
+    const at = Date.parse('2026-11-29T13:35:47.123Z');
+    const id = newEventId(at);
+    assert.match(id, UUID_V7);
+    assert.equal(parseInt(id.replaceAll('-', '').slice(0, 12), 16), at);
+    const ids = Array.from({ length: 1000 }, (_, i) => newEventId(at + i));
+    assert.deepEqual([...ids].sort(), ids, 'later ids sort after earlier ones');
+    assert.equal(new Set(Array.from({ length: 1000 }, () => newEventId(at))).size, 1000, '74 random bits');
+  });
+
+  it('need no crypto.randomUUID (plain http pages) and no crypto at all', () => {
     const descriptor = Object.getOwnPropertyDescriptor(globalThis, 'crypto')!;
     const real = globalThis.crypto;
-    Object.defineProperty(globalThis, 'crypto', {
-      value: { getRandomValues: (a: Uint8Array<ArrayBuffer>) => real.getRandomValues(a) },
-      configurable: true,
-    });
     try {
-      const ids = new Set(Array.from({ length: 100 }, () => newEventId()));
-      assert.equal(ids.size, 100);
-      for (const id of ids) assert.match(id, UUID_V4);
+      for (const value of [{ getRandomValues: (a: Uint8Array<ArrayBuffer>) => real.getRandomValues(a) }, undefined]) {
+        Object.defineProperty(globalThis, 'crypto', { value, configurable: true });
+        const ids = new Set(Array.from({ length: 100 }, () => newEventId()));
+        assert.equal(ids.size, 100);
+        for (const id of ids) assert.match(id, UUID_V7);
+      }
     } finally {
       Object.defineProperty(globalThis, 'crypto', descriptor);
     }
