@@ -105,14 +105,24 @@ function renderContext(context) {
       return row;
     }),
   );
+  $("purchased").replaceChildren(
+    ...(context.purchased ?? []).map((asin) => {
+      const row = el("li", { textContent: byAsin.get(asin)?.title ?? asin });
+      row.dataset.asin = asin;
+      return row;
+    }),
+  );
   $("last-active").textContent = context.last_active ?? "never";
 }
 
 function renderReranked(answer) {
   const byAsin = new Map(products.map((p) => [p.asin, p]));
-  $("rerank-note").textContent = answer.context?.available
-    ? ""
-    : "No recent activity yet: the recommender's order stands.";
+  const removed = answer.removed?.length ?? 0;
+  $("rerank-note").textContent = !answer.context?.available
+    ? "No recent activity yet: the recommender's order stands."
+    : removed > 0
+      ? `${removed} item(s) already bought left out.`
+      : "";
   $("reranked").replaceChildren(
     ...(answer.items ?? []).slice(0, 12).map((item, rank) => {
       const moved = item.original_rank - rank;

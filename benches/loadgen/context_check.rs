@@ -70,10 +70,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let config = ContextConfig {
-        ttl: Duration::from_secs(900),
-        recent_items_cap: 20,
         timeout: Duration::from_secs(5),
         keys: args.redis.keys(),
+        ..ContextConfig::default()
     };
     let redis = &args.redis;
     let store = ContextStore::new(

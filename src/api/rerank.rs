@@ -10,13 +10,15 @@ use serde_json::{Map, Value};
 use super::openapi::{BodyErrors, EdgeErrors, RerankRequest};
 use super::{ApiError, AppState, body};
 use crate::event::{Asin, InvalidEvent, ParseError, UserId, json_type};
-use crate::rerank::{ContextSummary, MAX_CANDIDATES, RerankedItem, ScoredItem};
+use crate::rerank::{ContextSummary, MAX_CANDIDATES, RemovedItem, RerankedItem, ScoredItem};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RerankResponse {
     #[schema(value_type = i64)]
     pub user_id: UserId,
     pub items: Vec<RerankedItem>,
+    /// Candidates a rule left out (`--rerank-purchased-remove`); empty otherwise.
+    pub removed: Vec<RemovedItem>,
     pub context: ContextSummary,
 }
 
@@ -40,7 +42,8 @@ pub async fn rerank(
     let reranked = app.rerank.rerank_items(user_id, items).await;
     Ok(Json(RerankResponse {
         user_id,
-        items: reranked.items,
+        items: reranked.ranking.items,
+        removed: reranked.ranking.removed,
         context: reranked.context,
     }))
 }

@@ -18,7 +18,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::context::ContextConfig;
+use crate::context::{CategoryWeights, ContextConfig};
 use crate::event::{EventRules, MetadataLimits};
 use crate::handoff::journal::{JournalConfig, SyncPolicy};
 use crate::rerank::{RerankConfig, RuleConfig};
@@ -155,6 +155,24 @@ pub struct Settings {
     #[arg(long, env = "RECENT_ITEMS_CAP", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub recent_items_cap: u64,
 
+    /// Keep the recent items distinct: an item seen again moves to the front instead of being
+    /// listed twice. Off: the seed's list, one entry per event.
+    #[arg(long, env = "RECENT_ITEMS_DISTINCT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub recent_items_distinct: bool,
+
+    /// What each event type adds to its category's count, e.g.
+    /// `view=1,click=2,add_to_cart=3,purchase=5,rate=2`; types left out count 1, 0 not at all.
+    #[arg(
+        long,
+        env = "CATEGORY_WEIGHTS",
+        default_value = "view=1,click=1,add_to_cart=1,purchase=1,rate=1"
+    )]
+    pub category_weights: CategoryWeights,
+
+    /// How long a purchased item is remembered (and demoted by the re-ranker): `30d`, `12h`, ...
+    #[arg(long, env = "PURCHASED_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub purchased_ttl: Duration,
+
     /// Deadline of one Redis call; past it the request goes on without Redis.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 50)]
     pub redis_timeout_ms: u64,
@@ -286,6 +304,18 @@ pub struct Settings {
     #[arg(long, env = "RERANK_RECENT_PENALTY_WEIGHT", default_value_t = 0.5, value_parser = weight)]
     pub rerank_recent_penalty_weight: f64,
 
+    /// Re-ranking: apply the purchased rule (items the user bought lose).
+    #[arg(long, env = "RERANK_PURCHASED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rerank_purchased: bool,
+
+    /// Re-ranking: score an item the user bought loses.
+    #[arg(long, env = "RERANK_PURCHASED_WEIGHT", default_value_t = 1.0, value_parser = weight)]
+    pub rerank_purchased_weight: f64,
+
+    /// Re-ranking: leave the items the user bought out of the list instead of demoting them.
+    #[arg(long, env = "RERANK_PURCHASED_REMOVE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rerank_purchased_remove: bool,
+
     /// On SIGTERM, how long to wait for in-flight requests and for the journal to drain.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
@@ -296,6 +326,9 @@ impl Settings {
         ContextConfig {
             ttl: Duration::from_secs(self.context_ttl_secs),
             recent_items_cap: self.recent_items_cap as usize,
+            distinct_recent_items: self.recent_items_distinct,
+            category_weights: self.category_weights,
+            purchased_ttl: self.purchased_ttl,
             timeout: Duration::from_millis(self.redis_timeout_ms),
             keys: self.redis.keys(),
         }
@@ -336,6 +369,11 @@ impl Settings {
                 enabled: self.rerank_recent_penalty,
                 weight: self.rerank_recent_penalty_weight,
             },
+            purchased: RuleConfig {
+                enabled: self.rerank_purchased,
+                weight: self.rerank_purchased_weight,
+            },
+            purchased_remove: self.rerank_purchased_remove,
         }
     }
 

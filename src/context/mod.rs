@@ -10,7 +10,9 @@
 //! | `user:42:last_active` | String | RFC 3339 time of the latest event; never moves back |
 //!
 //! A fourth key, `user:42:event_ids` (a sorted set of the user's last client event ids), exists
-//! only for clients that send their own `event_id`: it makes a retried event count once. On a
+//! only for clients that send their own `event_id`: it makes a retried event count once. A fifth,
+//! `user:42:purchased` (a sorted set of ASINs by time of purchase), lives for `--purchased-ttl`
+//! rather than the context's TTL: what a user bought stays known for weeks. On a
 //! Redis Cluster the user id is a hash tag, `user:{42}:recent_items`, so that one user's keys
 //! share a slot and their update stays one atomic script ([`Keys`]).
 //!
@@ -34,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use record::RECORD_SCRIPT;
 
 use crate::config::SecretUrl;
-use crate::event::{Event, UserId};
+use crate::event::{Event, EventType, UserId};
 use crate::health::Health;
 use crate::telemetry::monotonic_ms;
 use connection::Backend;
@@ -45,9 +47,99 @@ use record::{Job, Prepared};
 pub struct ContextConfig {
     pub ttl: Duration,
     pub recent_items_cap: usize,
+    /// An item seen again moves to the front of the recent items instead of being listed twice.
+    pub distinct_recent_items: bool,
+    /// What each event type adds to its category's count.
+    pub category_weights: CategoryWeights,
+    /// How long a purchased item is remembered.
+    pub purchased_ttl: Duration,
     /// Deadline of one call to Redis.
     pub timeout: Duration,
     pub keys: Keys,
+}
+
+impl Default for ContextConfig {
+    /// The seed's context: 15 minutes, 20 items, every event counting 1.
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(900),
+            recent_items_cap: 20,
+            distinct_recent_items: false,
+            category_weights: CategoryWeights::default(),
+            purchased_ttl: DEFAULT_PURCHASED_TTL,
+            timeout: Duration::from_millis(50),
+            keys: Keys::default(),
+        }
+    }
+}
+
+/// The default of `--purchased-ttl`.
+pub const DEFAULT_PURCHASED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Most purchased items remembered per user; the oldest go first.
+pub const PURCHASED_CAP: usize = 500;
+
+/// What an event of each type adds to its category's count in `recent_categories`: 1 for every
+/// type by default (the seed's rule). Written `view=1,click=2,add_to_cart=3,purchase=5,rate=2`;
+/// types left out keep 1, and 0 leaves the counts alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CategoryWeights([u32; EventType::ALL.len()]);
+
+impl Default for CategoryWeights {
+    fn default() -> Self {
+        Self([1; EventType::ALL.len()])
+    }
+}
+
+impl CategoryWeights {
+    /// Most any type may weigh: enough for any taste, far from overflowing a count.
+    pub const MAX: u32 = 1_000;
+
+    pub fn of(&self, event_type: EventType) -> u32 {
+        self.0[EventType::ALL
+            .iter()
+            .position(|t| *t == event_type)
+            .expect("every type is in ALL")]
+    }
+}
+
+impl std::str::FromStr for CategoryWeights {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut weights = Self::default();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not type=weight"))?;
+            let index = EventType::ALL
+                .iter()
+                .position(|t| t.as_str() == name.trim())
+                .ok_or_else(|| format!("{name:?} is not an event type"))?;
+            weights.0[index] = weight
+                .trim()
+                .parse()
+                .ok()
+                .filter(|w| *w <= Self::MAX)
+                .ok_or_else(|| {
+                    format!(
+                        "the weight of {name} must be an integer from 0 to {}",
+                        Self::MAX
+                    )
+                })?;
+        }
+        Ok(weights)
+    }
+}
+
+impl std::fmt::Display for CategoryWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, event_type) in EventType::ALL.iter().enumerate() {
+            let comma = if i > 0 { "," } else { "" };
+            write!(f, "{comma}{event_type}={}", self.0[i])?;
+        }
+        Ok(())
+    }
 }
 
 /// How a user's keys are named: the seed's `user:42:recent_items`, or with the user id as a Redis
@@ -98,11 +190,15 @@ pub struct UserContext {
     pub recent_categories: HashMap<String, i64>,
     /// RFC 3339 time of the last event, if within the TTL.
     pub last_active: Option<String>,
+    /// ASINs bought within `--purchased-ttl`, the latest first.
+    pub purchased: Vec<String>,
 }
 
 impl UserContext {
     pub fn is_empty(&self) -> bool {
-        self.recent_items.is_empty() && self.recent_categories.is_empty()
+        self.recent_items.is_empty()
+            && self.recent_categories.is_empty()
+            && self.purchased.is_empty()
     }
 }
 
@@ -215,14 +311,17 @@ impl ContextStore {
         }
     }
 
-    /// Reads a user's context in one round trip (the three keys share a slot on a cluster).
+    /// Reads a user's context in one round trip (the keys share a slot on a cluster).
     pub async fn load(&self, user: UserId) -> Result<UserContext, ContextError> {
         let redis = &self.redis;
+        let bought_since = chrono::Utc::now().timestamp_millis()
+            - redis.config.purchased_ttl.as_millis().min(i64::MAX as u128) as i64;
         let mut pipe = redis::pipe();
         pipe.lrange(self.key(user, "recent_items"), 0, -1)
             .hgetall(self.key(user, "recent_categories"))
-            .get(self.key(user, "last_active"));
-        let (recent_items, recent_categories, last_active) = redis
+            .get(self.key(user, "last_active"))
+            .zrevrangebyscore(self.key(user, "purchased"), "+inf", bought_since);
+        let (recent_items, recent_categories, last_active, purchased) = redis
             .call("load", async {
                 let mut connection = redis.backend.connection().await?;
                 pipe.query_async(&mut connection).await
@@ -232,6 +331,7 @@ impl ContextStore {
             recent_items,
             recent_categories,
             last_active,
+            purchased,
         })
     }
 

@@ -13,7 +13,8 @@ use chrono::SecondsFormat;
 use redis::cluster_routing::Slot;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ContextError, ContextUpdate, Redis};
+use super::{ContextError, ContextUpdate, PURCHASED_CAP, Redis};
+use crate::event::EventType;
 
 /// Most event ids remembered per user for deduplication: enough for any client's retries, and
 /// few enough that adding one stays cheap (Redis scans its compact encoding on every ZADD; ids
@@ -23,16 +24,19 @@ const EVENT_IDS_CAP: usize = 64;
 /// Most events in one round of script calls.
 const MAX_EVENTS_PER_ROUND: usize = 512;
 
-/// Applies a list of events. KEYS come four per event (recent_items, recent_categories,
-/// last_active, event_ids); ARGV holds the TTL, the list cap, the id-set cap and the time in ms
-/// (the ids' score: the oldest are trimmed first), then four per event (asin, category or '',
-/// last_active text, client event id or ''). Returns, per event, 1 if applied and 0 if its event
-/// id was already seen.
+/// Applies a list of events. KEYS come five per event (recent_items, recent_categories,
+/// last_active, event_ids, purchased); ARGV holds seven settings (the TTL, the list cap, the
+/// id-set cap, the time in ms (the ids' and purchases' score: the oldest are trimmed first), the
+/// purchases' TTL and cap, and '1' for a distinct recent list), then five per event (asin,
+/// category or '', last_active text, client event id or '', the category weight; a purchase's
+/// weight carries a trailing 'p'). Returns, per event, 1 if applied and 0 if its event id was
+/// already seen.
 pub const RECORD_SCRIPT: &str = r"
 local ttl, cap, ids_cap, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local bought_ttl, bought_cap, distinct = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local applied = {}
-for i = 0, #KEYS / 4 - 1 do
-  local k, a = i * 4, 4 + i * 4
+for i = 0, #KEYS / 5 - 1 do
+  local k, a = i * 5, 7 + i * 5
   local fresh = 1
   if ARGV[a + 4] ~= '' then
     if redis.call('ZADD', KEYS[k + 4], 'NX', now, ARGV[a + 4]) == 0 then
@@ -43,11 +47,15 @@ for i = 0, #KEYS / 4 - 1 do
     end
   end
   if fresh == 1 then
+    if distinct then
+      redis.call('LREM', KEYS[k + 1], 0, ARGV[a + 1])
+    end
     redis.call('LPUSH', KEYS[k + 1], ARGV[a + 1])
     redis.call('LTRIM', KEYS[k + 1], 0, cap - 1)
     redis.call('EXPIRE', KEYS[k + 1], ttl)
-    if ARGV[a + 2] ~= '' then
-      redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], 1)
+    local weight, purchase = string.match(ARGV[a + 5], '^(%d+)(p?)$')
+    if ARGV[a + 2] ~= '' and weight ~= '0' then
+      redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], weight)
       redis.call('EXPIRE', KEYS[k + 2], ttl)
     end
     -- last_active never moves back: a late event leaves a later time in place. The times are
@@ -55,6 +63,12 @@ for i = 0, #KEYS / 4 - 1 do
     local previous = redis.call('SET', KEYS[k + 3], ARGV[a + 3], 'EX', ttl, 'GET')
     if previous and previous > ARGV[a + 3] then
       redis.call('SET', KEYS[k + 3], previous, 'EX', ttl)
+    end
+    if purchase == 'p' then
+      redis.call('ZADD', KEYS[k + 5], now, ARGV[a + 1])
+      redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', now - bought_ttl * 1000)
+      redis.call('ZREMRANGEBYRANK', KEYS[k + 5], 0, -bought_cap - 1)
+      redis.call('EXPIRE', KEYS[k + 5], bought_ttl)
     end
   end
   applied[i + 1] = fresh
@@ -70,8 +84,8 @@ pub(super) struct Job {
 
 /// An event's keys and arguments, ready for the script.
 pub(super) struct Prepared {
-    keys: [String; 4],
-    args: [Vec<u8>; 4],
+    keys: [String; 5],
+    args: [Vec<u8>; 5],
 }
 
 impl Prepared {
@@ -79,12 +93,19 @@ impl Prepared {
         let event = update.event;
         let user = event.user_id;
         let key = |name| redis.config.keys.key(user, name);
+        let weight = redis.config.category_weights.of(event.event_type);
+        let purchase = if event.event_type == EventType::Purchase {
+            "p"
+        } else {
+            ""
+        };
         Prepared {
             keys: [
                 key("recent_items"),
                 key("recent_categories"),
                 key("last_active"),
                 key("event_ids"),
+                key("purchased"),
             ],
             args: [
                 event.asin.as_str().into(),
@@ -98,6 +119,7 @@ impl Prepared {
                 } else {
                     Vec::new()
                 },
+                format!("{weight}{purchase}").into(),
             ],
         }
     }
@@ -161,7 +183,14 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
             .arg(redis.config.ttl.as_secs().max(1))
             .arg(redis.config.recent_items_cap)
             .arg(EVENT_IDS_CAP)
-            .arg(now);
+            .arg(now)
+            .arg(redis.config.purchased_ttl.as_secs().max(1))
+            .arg(PURCHASED_CAP)
+            .arg(if redis.config.distinct_recent_items {
+                "1"
+            } else {
+                "0"
+            });
         for &i in group {
             invocation.key(&updates[i].keys).arg(&updates[i].args);
         }

@@ -17,7 +17,7 @@ use crate::catalogue::{Catalogue, Lookup};
 use crate::context::{ContextStore, UserContext};
 use crate::event::{Asin, UserId};
 use crate::telemetry::Throttle;
-pub use rules::{Candidate, IntentBoost, RecentPenalty, Rule, Signals};
+pub use rules::{Candidate, IntentBoost, Purchased, RecentPenalty, Rule, Signals};
 
 /// Most candidates in one request.
 pub const MAX_CANDIDATES: usize = 1000;
@@ -33,6 +33,9 @@ pub struct RuleConfig {
 pub struct RerankConfig {
     pub intent_boost: RuleConfig,
     pub recent_penalty: RuleConfig,
+    pub purchased: RuleConfig,
+    /// The purchased rule removes bought items instead of demoting them.
+    pub purchased_remove: bool,
 }
 
 impl RerankConfig {
@@ -48,6 +51,12 @@ impl RerankConfig {
         if self.recent_penalty.enabled {
             rules.push(Box::new(RecentPenalty {
                 weight: self.recent_penalty.weight,
+            }));
+        }
+        if self.purchased.enabled {
+            rules.push(Box::new(Purchased {
+                weight: self.purchased.weight,
+                remove: self.purchased_remove,
             }));
         }
         rules
@@ -79,6 +88,23 @@ pub struct Reason {
     pub delta: f64,
 }
 
+/// A candidate a rule left out of the list (`--rerank-purchased-remove`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RemovedItem {
+    pub asin: String,
+    /// Position in the input, from 0.
+    pub original_rank: usize,
+    /// The rule that removed it.
+    pub rule: &'static str,
+}
+
+/// The candidates in their new order, and those left out: together, the input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Ranking {
+    pub items: Vec<RerankedItem>,
+    pub removed: Vec<RemovedItem>,
+}
+
 /// The context the ranking used.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ContextSummary {
@@ -91,11 +117,13 @@ pub struct ContextSummary {
     /// Category → share of the recent interactions.
     pub category_shares: BTreeMap<String, f64>,
     pub last_active: Option<String>,
+    /// Items bought within `--purchased-ttl`.
+    pub purchased_items: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reranked {
-    pub items: Vec<RerankedItem>,
+    pub ranking: Ranking,
     pub context: ContextSummary,
 }
 
@@ -129,32 +157,42 @@ impl ReRankingService {
         let signals = Signals::from_context(&context, self.context.config().recent_items_cap);
         let asins: Vec<Asin> = ranked_items.iter().map(|i| i.asin.clone()).collect();
         let categories = self.catalogue.lookup_many(&asins).await;
-        let items = rerank(&self.rules, &ranked_items, &signals, |asin| {
+        let ranking = rerank(&self.rules, &ranked_items, &signals, |asin| {
             categories.get(asin).and_then(Lookup::category)
         });
         Reranked {
-            items,
+            ranking,
             context: summary(&context, &signals),
         }
     }
 }
 
-/// Applies `rules` and sorts by the new score, descending; ties keep the input order.
+/// Applies `rules` and sorts by the new score, descending; ties keep the input order. A
+/// candidate a rule removes is listed apart, in input order.
 pub fn rerank<'c>(
     rules: &[Box<dyn Rule>],
     items: &[ScoredItem],
     signals: &Signals,
     category: impl Fn(&Asin) -> Option<&'c str>,
-) -> Vec<RerankedItem> {
+) -> Ranking {
+    let mut removed = Vec::new();
     let mut reranked: Vec<RerankedItem> = items
         .iter()
         .enumerate()
-        .map(|(rank, item)| {
+        .filter_map(|(rank, item)| {
             let candidate = Candidate {
                 asin: item.asin.as_str(),
                 category: category(&item.asin),
                 score: item.score,
             };
+            if let Some(rule) = rules.iter().find(|r| r.removes(&candidate, signals)) {
+                removed.push(RemovedItem {
+                    asin: item.asin.to_string(),
+                    original_rank: rank,
+                    rule: rule.name(),
+                });
+                return None;
+            }
             let reasons: Vec<Reason> = rules
                 .iter()
                 .map(|rule| Reason {
@@ -164,18 +202,21 @@ pub fn rerank<'c>(
                 .filter(|reason| reason.delta != 0.0)
                 .collect();
             let score = item.score + reasons.iter().map(|r| r.delta).sum::<f64>();
-            RerankedItem {
+            Some(RerankedItem {
                 asin: item.asin.to_string(),
                 score,
                 original_score: item.score,
                 original_rank: rank,
                 reasons,
-            }
+            })
         })
         .collect();
     // A stable sort: equal scores keep their input order.
     reranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-    reranked
+    Ranking {
+        items: reranked,
+        removed,
+    }
 }
 
 fn unchanged(items: Vec<ScoredItem>, reason: &'static str) -> Reranked {
@@ -191,13 +232,17 @@ fn unchanged(items: Vec<ScoredItem>, reason: &'static str) -> Reranked {
         })
         .collect();
     Reranked {
-        items,
+        ranking: Ranking {
+            items,
+            removed: Vec::new(),
+        },
         context: ContextSummary {
             available: false,
             unavailable_reason: Some(reason),
             recent_items: 0,
             category_shares: BTreeMap::new(),
             last_active: None,
+            purchased_items: 0,
         },
     }
 }
@@ -213,6 +258,7 @@ fn summary(context: &UserContext, signals: &Signals) -> ContextSummary {
             .map(|(c, s)| (c.clone(), *s))
             .collect(),
         last_active: context.last_active.clone(),
+        purchased_items: context.purchased.len(),
     }
 }
 
@@ -242,6 +288,11 @@ mod tests {
                 enabled: true,
                 weight: 0.5,
             },
+            purchased: RuleConfig {
+                enabled: true,
+                weight: 1.0,
+            },
+            purchased_remove: false,
         }
     }
 
@@ -254,6 +305,7 @@ mod tests {
                 .collect(),
             window: 20,
             category_share: shares.iter().map(|(c, s)| (c.to_string(), *s)).collect(),
+            purchased: Default::default(),
         }
     }
 
@@ -282,7 +334,8 @@ mod tests {
         let cats = categories(&[("a", "Garden"), ("c", "Books")]);
         let out = rerank(&rules, &items, &signals(&["c"], &[("Books", 1.0)]), |a| {
             cats.get(a).map(String::as_str)
-        });
+        })
+        .items;
         assert_eq!(order(&out), ["c", "a", "b"]);
         assert_eq!(
             out[0].reasons,
@@ -305,7 +358,7 @@ mod tests {
         }
         .rules();
         let items = [item("a", 0.9), item("b", 0.8), item("c", 0.7)];
-        let out = rerank(&rules, &items, &signals(&["a"], &[]), |_| None);
+        let out = rerank(&rules, &items, &signals(&["a"], &[]), |_| None).items;
         assert_eq!(order(&out), ["b", "c", "a"]);
         assert_eq!(out[2].reasons[0].rule, "recent_penalty");
     }
@@ -314,7 +367,7 @@ mod tests {
     fn both_rules_together_and_ties_keep_input_order() {
         let rules = config().rules();
         let items = [item("x", 0.5), item("y", 0.5), item("z", 0.5)];
-        let out = rerank(&rules, &items, &signals(&[], &[]), |_| None);
+        let out = rerank(&rules, &items, &signals(&[], &[]), |_| None).items;
         assert_eq!(order(&out), ["x", "y", "z"]);
         assert!(out.iter().all(|i| i.reasons.is_empty()));
     }
@@ -323,7 +376,7 @@ mod tests {
     fn no_context_returns_the_input_unchanged_and_flagged() {
         let items = vec![item("b", 0.1), item("a", 0.9)];
         let out = unchanged(items, "redis_unavailable");
-        assert_eq!(order(&out.items), ["b", "a"]);
+        assert_eq!(order(&out.ranking.items), ["b", "a"]);
         assert!(!out.context.available);
         assert_eq!(out.context.unavailable_reason, Some("redis_unavailable"));
     }
@@ -342,15 +395,26 @@ mod tests {
         (
             prop::collection::vec("[a-f]{1,2}", 0..20),
             prop::collection::hash_map("[A-C]", 1i64..10, 0..3),
+            prop::collection::vec("[a-f]{1,2}", 0..6),
         )
-            .prop_map(|(recent, counts)| {
+            .prop_map(|(recent, counts, purchased)| {
                 let context = UserContext {
                     recent_items: recent,
                     recent_categories: counts.into_iter().collect(),
                     last_active: None,
+                    purchased,
                 };
                 Signals::from_context(&context, 20)
             })
+    }
+
+    /// Every rule on, bought items demoted or (with `remove`) removed.
+    fn all_rules(remove: bool) -> Vec<Box<dyn Rule>> {
+        RerankConfig {
+            purchased_remove: remove,
+            ..config()
+        }
+        .rules()
     }
 
     fn category_of(asin: &Asin) -> Option<&'static str> {
@@ -363,19 +427,25 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_output_is_a_permutation_of_the_input(items in arb_items(), signals in arb_signals()) {
-            let out = rerank(&config().rules(), &items, &signals, category_of);
-            let mut ranks: Vec<usize> = out.iter().map(|i| i.original_rank).collect();
+        fn the_output_and_the_removed_are_a_permutation_of_the_input(items in arb_items(), signals in arb_signals(), remove in any::<bool>()) {
+            let out = rerank(&all_rules(remove), &items, &signals, category_of);
+            let mut ranks: Vec<usize> = out.items.iter().map(|i| i.original_rank)
+                .chain(out.removed.iter().map(|r| r.original_rank))
+                .collect();
             ranks.sort_unstable();
             prop_assert_eq!(ranks, (0..items.len()).collect::<Vec<_>>());
-            for reranked in &out {
+            for reranked in &out.items {
                 prop_assert_eq!(&reranked.asin, items[reranked.original_rank].asin.as_str());
+            }
+            for removed in &out.removed {
+                prop_assert_eq!(&removed.asin, items[removed.original_rank].asin.as_str());
+                prop_assert!(signals.purchased.contains(&removed.asin));
             }
         }
 
         #[test]
-        fn scores_stay_finite_and_sorted(items in arb_items(), signals in arb_signals()) {
-            let out = rerank(&config().rules(), &items, &signals, category_of);
+        fn scores_stay_finite_and_sorted(items in arb_items(), signals in arb_signals(), remove in any::<bool>()) {
+            let out = rerank(&all_rules(remove), &items, &signals, category_of).items;
             prop_assert!(out.iter().all(|i| i.score.is_finite()));
             prop_assert!(out.windows(2).all(|w| w[0].score >= w[1].score));
         }
@@ -383,21 +453,22 @@ mod tests {
         #[test]
         fn an_empty_context_keeps_a_ranked_input_as_it_is(mut items in arb_items()) {
             items.sort_by(|a, b| b.score.total_cmp(&a.score));
-            let out = rerank(&config().rules(), &items, &Signals::default(), category_of);
+            let out = rerank(&config().rules(), &items, &Signals::default(), category_of).items;
             prop_assert_eq!(out.iter().map(|i| i.original_rank).collect::<Vec<_>>(), (0..items.len()).collect::<Vec<_>>());
         }
 
         #[test]
         fn without_context_the_output_is_the_identity(items in arb_items()) {
             let out = unchanged(items.clone(), "no_recent_activity");
-            prop_assert_eq!(out.items.iter().map(|i| i.original_rank).collect::<Vec<_>>(), (0..items.len()).collect::<Vec<_>>());
-            prop_assert!(out.items.iter().zip(&items).all(|(o, i)| o.score == i.score));
+            prop_assert_eq!(out.ranking.items.iter().map(|i| i.original_rank).collect::<Vec<_>>(), (0..items.len()).collect::<Vec<_>>());
+            prop_assert!(out.ranking.items.iter().zip(&items).all(|(o, i)| o.score == i.score));
         }
 
         #[test]
-        fn the_same_input_gives_the_same_output(items in arb_items(), signals in arb_signals()) {
-            let first = rerank(&config().rules(), &items, &signals, category_of);
-            let second = rerank(&config().rules(), &items, &signals, category_of);
+        fn the_same_input_gives_the_same_output(items in arb_items(), signals in arb_signals(), remove in any::<bool>()) {
+            let rules = all_rules(remove);
+            let first = rerank(&rules, &items, &signals, category_of);
+            let second = rerank(&rules, &items, &signals, category_of);
             prop_assert_eq!(first, second);
         }
     }

@@ -2,7 +2,7 @@
 //! much its score should move; it knows nothing of the other rules. A new rule is a new type here
 //! and one line in [`super::RerankConfig::rules`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::context::UserContext;
 
@@ -15,6 +15,8 @@ pub struct Signals {
     pub window: usize,
     /// Category → its share of the recent interactions (the shares sum to 1).
     pub category_share: HashMap<String, f64>,
+    /// ASINs the user bought within `--purchased-ttl`.
+    pub purchased: HashSet<String>,
 }
 
 impl Signals {
@@ -34,6 +36,7 @@ impl Signals {
             recency,
             window: window.max(1),
             category_share,
+            purchased: context.purchased.iter().cloned().collect(),
         }
     }
 }
@@ -51,6 +54,10 @@ pub trait Rule: Send + Sync {
     fn name(&self) -> &'static str;
     /// How much the candidate's score moves; 0.0 when the rule does not apply.
     fn adjust(&self, candidate: &Candidate, signals: &Signals) -> f64;
+    /// Whether the candidate leaves the list altogether (then its score does not matter).
+    fn removes(&self, _candidate: &Candidate, _signals: &Signals) -> bool {
+        false
+    }
 }
 
 /// An item in a category the user is browsing gains `weight × share`, the share being the
@@ -97,6 +104,32 @@ impl Rule for RecentPenalty {
     }
 }
 
+/// An item the user bought (within `--purchased-ttl`) loses `weight`: a shop should not keep
+/// offering what was just bought. With `remove`, it leaves the list instead.
+#[derive(Debug, Clone, Copy)]
+pub struct Purchased {
+    pub weight: f64,
+    pub remove: bool,
+}
+
+impl Rule for Purchased {
+    fn name(&self) -> &'static str {
+        "purchased"
+    }
+
+    fn adjust(&self, candidate: &Candidate, signals: &Signals) -> f64 {
+        if !self.remove && signals.purchased.contains(candidate.asin) {
+            -self.weight
+        } else {
+            0.0
+        }
+    }
+
+    fn removes(&self, candidate: &Candidate, signals: &Signals) -> bool {
+        self.remove && signals.purchased.contains(candidate.asin)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +142,7 @@ mod tests {
                 .map(|(c, n)| (c.to_string(), *n))
                 .collect(),
             last_active: None,
+            purchased: Vec::new(),
         }
     }
 
@@ -147,5 +181,30 @@ mod tests {
             Signals::from_context(&context(&[], &[("Books", 2), ("Toys", 0), ("Odd", -3)]), 20);
         assert_eq!(signals.category_share.len(), 1);
         assert_eq!(signals.category_share["Books"], 1.0);
+    }
+
+    #[test]
+    fn purchased_items_are_demoted_or_removed() {
+        let signals = Signals::from_context(
+            &UserContext {
+                purchased: vec!["bought".to_owned()],
+                ..context(&[], &[])
+            },
+            20,
+        );
+        let demote = Purchased {
+            weight: 0.7,
+            remove: false,
+        };
+        assert_eq!(demote.adjust(&candidate("bought", None), &signals), -0.7);
+        assert_eq!(demote.adjust(&candidate("other", None), &signals), 0.0);
+        assert!(!demote.removes(&candidate("bought", None), &signals));
+        let remove = Purchased {
+            weight: 0.7,
+            remove: true,
+        };
+        assert_eq!(remove.adjust(&candidate("bought", None), &signals), 0.0);
+        assert!(remove.removes(&candidate("bought", None), &signals));
+        assert!(!remove.removes(&candidate("other", None), &signals));
     }
 }

@@ -27,7 +27,7 @@ async fn an_unknown_user_has_an_empty_context_and_a_bad_id_is_422() {
     assert_eq!(status, 200);
     assert_eq!(
         context,
-        json!({"user_id": 123456, "recent_items": [], "recent_categories": {}, "last_active": null})
+        json!({"user_id": 123456, "recent_items": [], "recent_categories": {}, "last_active": null, "purchased": []})
     );
     let (status, error) = app.get("/api/users/-4/context").await;
     assert_eq!(status, 422);

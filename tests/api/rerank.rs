@@ -139,3 +139,102 @@ async fn bad_rerank_requests_get_the_same_json_errors() {
         .await;
     assert_eq!((status, answer["items"].clone()), (200, json!([])));
 }
+
+fn reasons_of<'a>(answer: &'a Value, asin: &str) -> &'a Value {
+    let items = answer["items"].as_array().unwrap();
+    &items.iter().find(|i| i["asin"] == asin).unwrap()["reasons"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bought_item_is_demoted_and_remembered_beyond_the_context() {
+    let app = TestApp::spawn_with(|s| s.context_ttl_secs = 2).await;
+    assert_eq!(app.post_event(100, LEGO, "purchase").await, 200);
+    let (_, answer) = app.post("/api/rerank", &candidates()).await;
+    assert_eq!(
+        order(&answer),
+        [BOOK, CHARGER, PHONE, CASE, LEGO],
+        "{answer}"
+    );
+    let reasons = reasons_of(&answer, LEGO);
+    assert!(
+        reasons
+            .as_array()
+            .unwrap()
+            .contains(&json!({"rule": "purchased", "delta": -1.0})),
+        "{reasons}"
+    );
+    assert_eq!(answer["removed"], json!([]));
+    assert_eq!(answer["context"]["purchased_items"], 1);
+    let (_, context) = app.get("/api/users/100/context").await;
+    assert_eq!(context["purchased"], json!([LEGO]));
+
+    // The recent context expires; what was bought is still known.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (_, later) = app.post("/api/rerank", &candidates()).await;
+    assert_eq!(later["context"]["recent_items"], 0, "{later}");
+    assert_eq!(order(&later), [BOOK, CHARGER, PHONE, CASE, LEGO], "{later}");
+    assert_eq!(
+        reasons_of(&later, LEGO),
+        &json!([{"rule": "purchased", "delta": -1.0}])
+    );
+    let mut redis = app.redis().await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(app.key(100, "purchased"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(ttl > 29 * 24 * 3600, "--purchased-ttl, 30 days: {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_purchased_remove_a_bought_item_leaves_the_list() {
+    let app = TestApp::spawn_with(|s| s.rerank_purchased_remove = true).await;
+    assert_eq!(app.post_event(100, BOOK, "purchase").await, 200);
+    let (_, answer) = app.post("/api/rerank", &candidates()).await;
+    assert_eq!(order(&answer), [CHARGER, LEGO, PHONE, CASE], "{answer}");
+    assert_eq!(
+        answer["removed"],
+        json!([{"asin": BOOK, "original_rank": 0, "rule": "purchased"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn category_weights_count_a_purchase_more_than_a_view() {
+    let app = TestApp::spawn_with(|s| {
+        s.category_weights = "view=1,purchase=5,click=0".parse().unwrap();
+    })
+    .await;
+    assert_eq!(app.post_event(7, PHONE, "view").await, 200);
+    assert_eq!(app.post_event(7, BOOK, "purchase").await, 200);
+    assert_eq!(app.post_event(7, LEGO, "click").await, 200);
+    let (_, context) = app.get("/api/users/7/context").await;
+    assert_eq!(
+        context["recent_categories"],
+        json!({"Cell Phones & Accessories": 1, "Books": 5}),
+        "{context}"
+    );
+    assert_eq!(context["recent_items"], json!([LEGO, BOOK, PHONE]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distinct_recent_list_moves_an_item_seen_again_to_the_front() {
+    let seed = TestApp::spawn().await;
+    let distinct = TestApp::spawn_with(|s| s.recent_items_distinct = true).await;
+    for app in [&seed, &distinct] {
+        for asin in [PHONE, BOOK, PHONE] {
+            assert_eq!(app.post_event(8, asin, "view").await, 200);
+        }
+    }
+    let (_, context) = seed.get("/api/users/8/context").await;
+    assert_eq!(
+        context["recent_items"],
+        json!([PHONE, BOOK, PHONE]),
+        "the seed's list"
+    );
+    let (_, context) = distinct.get("/api/users/8/context").await;
+    assert_eq!(context["recent_items"], json!([PHONE, BOOK]));
+    assert_eq!(
+        context["recent_categories"]["Cell Phones & Accessories"], 2,
+        "still counted"
+    );
+}

@@ -71,6 +71,8 @@ test("a short session shows up in the context, the re-ranked list and PostgreSQL
       rows.map((r) => [r.dataset.category, Number(r.dataset.count)])));
     assert.deepEqual(counts, { [browsed]: 4, [other]: 1 });
     assert.notEqual(await page.textContent("#last-active"), "never");
+    // What was bought is remembered apart (30 days), for the purchased rule.
+    assert.deepEqual(await page.$$eval("#purchased li", (rows) => rows.map((r) => r.dataset.asin)), [bought.asin]);
 
     // The re-ranked list: an item of the browsed category that was not touched rises to the top,
     // from further down the recommender's order, and the touched ones are not on top.
