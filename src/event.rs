@@ -910,25 +910,16 @@ mod tests {
         let oldest = time("2026-11-22T12:00:00Z");
         assert_eq!(arrival.event_time(Some(oldest), None, WEEK), Ok(oldest));
         for (timestamp, sent_at) in [
-            ("2026-11-22T11:59:59Z", None),
-            ("2026-11-29T11:00:00Z", Some("2026-12-07T00:00:00Z")),
+            (time("2026-11-22T11:59:59Z"), None),
+            (
+                time("2026-11-29T11:00:00Z"),
+                Some(time("2026-12-07T00:00:00Z")),
+            ),
+            (DateTime::<Utc>::MIN_UTC, Some(DateTime::<Utc>::MAX_UTC)),
+            (time("2026-11-29T11:00:00Z"), Some(DateTime::<Utc>::MAX_UTC)),
         ] {
             let error = arrival
-                .event_time(Some(time(timestamp)), sent_at.map(time), WEEK)
-                .unwrap_err();
-            assert_eq!((error.code, error.field), ("invalid_field", "timestamp"));
-            assert!(
-                error.message.contains("--max-event-age"),
-                "{}",
-                error.message
-            );
-        }
-        for (timestamp, sent_at) in [
-            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
-            (time("2026-11-29T11:00:00Z"), DateTime::<Utc>::MAX_UTC),
-        ] {
-            let error = arrival
-                .event_time(Some(timestamp), Some(sent_at), WEEK)
+                .event_time(Some(timestamp), sent_at, WEEK)
                 .unwrap_err();
             assert_eq!((error.code, error.field), ("invalid_field", "timestamp"));
             assert!(
