@@ -14,7 +14,9 @@ import sys
 
 def main():
     load = json.loads(open(sys.argv[1]).read())
-    samples = [tuple(map(float, line.split())) for line in open(sys.argv[2]) if line.strip()]
+    # A sample cut short (the sampler stopped between its two fields) is left out.
+    samples = [tuple(map(float, fields)) for fields in map(str.split, open(sys.argv[2]))
+               if len(fields) == 2]
     png = sys.argv[3]
     intervals = [i for i in load["intervals"] if i["requests"] > 0]
 
