@@ -96,10 +96,8 @@ impl CategoryWeights {
     pub const MAX: u32 = 1_000;
 
     pub fn of(&self, event_type: EventType) -> u32 {
-        self.0[EventType::ALL
-            .iter()
-            .position(|t| *t == event_type)
-            .expect("every type is in ALL")]
+        // `EventType::ALL` lists the types in declaration order.
+        self.0[event_type as usize]
     }
 }
 
@@ -112,11 +110,9 @@ impl std::str::FromStr for CategoryWeights {
             let (name, weight) = pair
                 .split_once('=')
                 .ok_or_else(|| format!("{pair:?} is not type=weight"))?;
-            let index = EventType::ALL
-                .iter()
-                .position(|t| t.as_str() == name.trim())
+            let event_type = EventType::parse(name.trim())
                 .ok_or_else(|| format!("{name:?} is not an event type"))?;
-            weights.0[index] = weight
+            weights.0[event_type as usize] = weight
                 .trim()
                 .parse()
                 .ok()
@@ -393,6 +389,23 @@ impl Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn category_weights_index_the_types_in_declaration_order() {
+        for (index, event_type) in EventType::ALL.into_iter().enumerate() {
+            assert_eq!(event_type as usize, index);
+        }
+        let weights: CategoryWeights = "purchase=5, click=0".parse().unwrap();
+        assert_eq!(weights.of(EventType::Purchase), 5);
+        assert_eq!(weights.of(EventType::Click), 0);
+        assert_eq!(weights.of(EventType::View), 1);
+        assert_eq!(
+            weights.to_string(),
+            "view=1,click=0,add_to_cart=1,purchase=5,rate=1"
+        );
+        assert!("like=2".parse::<CategoryWeights>().is_err());
+        assert!("view=1001".parse::<CategoryWeights>().is_err());
+    }
 
     #[test]
     fn keys_follow_the_seed_or_carry_a_hash_tag() {
