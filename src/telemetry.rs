@@ -123,6 +123,14 @@ fn describe_metrics() {
         "Events older than the context TTL: stored, but not recorded in Redis"
     );
     describe_counter!(
+        "visitors_identified_total",
+        "POST /api/identify calls that merged a visitor's context and handed off the identification"
+    );
+    describe_counter!(
+        "visitor_events_attributed_total",
+        "Stored visitor events the writer attributed to a user after the visitor's identification"
+    );
+    describe_counter!(
         "redis_failures_total",
         "Redis calls that failed or were skipped, by operation and reason"
     );
@@ -204,7 +212,7 @@ fn describe_metrics() {
     for reason in crate::api::error::CODES {
         counter!("requests_rejected_total", "reason" => reason).increment(0);
     }
-    for operation in ["record", "load", "ping"] {
+    for operation in ["record", "load", "identify", "ping"] {
         for reason in ["timeout", "error", "recently_failed"] {
             counter!("redis_failures_total", "operation" => operation, "reason" => reason)
                 .increment(0);
@@ -214,6 +222,8 @@ fn describe_metrics() {
         "events_repeated_total",
         "event_time_clamped_total",
         "context_stale_events_total",
+        "visitors_identified_total",
+        "visitor_events_attributed_total",
         "catalogue_lookup_failures_total",
         "writer_batches_total",
         "writer_rows_total",

@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::config::{DatabaseArgs, RedisArgs};
-use crate::event::{EventType, UserId};
+use crate::event::{Actor, EventType, UserId};
 use crate::{context, db};
 
 #[derive(Debug, Clone, Args)]
@@ -154,8 +154,8 @@ async fn check_redis(
         .await
         .context("Redis is unreachable")?;
     let keys = args.redis.keys();
-    let user = UserId::new(user_id)?;
-    let key = |name: &str| keys.key(user, name);
+    let user = Actor::User(UserId::new(user_id)?);
+    let key = |name: &str| keys.key(&user, name);
 
     let recent: Vec<String> = redis.lrange(key("recent_items"), 0, -1).await?;
     let newest_first: Vec<String> = items.iter().rev().map(|i| i.asin.clone()).collect();

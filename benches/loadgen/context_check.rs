@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use event_ingest::config::{RedisArgs, SecretUrl};
 use event_ingest::context::{ContextConfig, ContextStore};
-use event_ingest::event::UserId;
+use event_ingest::event::{Actor, UserId};
 use event_ingest::health::Health;
 use serde_json::json;
 use uuid::Uuid;
@@ -84,7 +84,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut exact, mut over, mut under) = (0, 0, 0);
     let mut examples = Vec::new();
     for (user, expected) in &expected {
-        let counted = store.load(UserId::new(*user)?).await?.recent_categories;
+        let counted = store
+            .load(&Actor::User(UserId::new(*user)?))
+            .await?
+            .recent_categories;
         let (more, less) = expected
             .iter()
             .fold((0, 0), |(more, less), (category, &n)| {

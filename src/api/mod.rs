@@ -6,6 +6,7 @@ mod demo;
 pub mod error;
 mod events;
 mod health;
+mod identify;
 pub mod limits;
 mod metrics;
 pub mod openapi;
@@ -91,7 +92,12 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .route("/api/event", post(events::log_event))
         .route("/api/events", post(events::log_events))
         .route("/api/rerank", post(rerank::rerank))
+        .route("/api/identify", post(identify::identify))
         .route("/api/users/{user_id}/context", get(users::context))
+        .route(
+            "/api/visitors/{anonymous_id}/context",
+            get(users::visitor_context),
+        )
         .route_layer(middleware::from_fn_with_state(edge.access, access::check));
     let demo = if edge.demo {
         demo::routes(state.vitals.pool.clone())

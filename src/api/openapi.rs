@@ -17,13 +17,23 @@ use uuid::Uuid;
 use super::error::{ErrorBody, ErrorDetail};
 use crate::event::EventType;
 
-/// One interaction, as the frontend sends it.
+/// One interaction, as the frontend sends it. Exactly one of `user_id` and `anonymous_id`
+/// names who did it.
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"user_id": 123, "asin": "B08XXXX", "event_type": "view",
     "metadata": {"page": "product_detail", "timestamp": "2024-01-01T00:00:00Z"}}))]
 pub struct EventRequest {
-    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
-    pub user_id: i64,
+    /// A logged-in user.
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64, nullable)]
+    pub user_id: Option<i64>,
+    /// A visitor who has not logged in: an id the client generated and keeps (a UUID, say).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9._-]+$",
+        nullable
+    )]
+    pub anonymous_id: Option<String>,
     /// 1 to 64 characters, no whitespace or control characters.
     #[schema(
         min_length = 1,
@@ -60,14 +70,32 @@ pub struct BatchRequest {
     pub sent_at: Option<String>,
 }
 
-/// A list a recommender has ranked, to reorder with the user's context.
+/// A list a recommender has ranked, to reorder with the context of a user (`user_id`) or of a
+/// visitor (`anonymous_id`): exactly one of the two.
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"user_id": 1, "items": [{"asin": "B0BOOK0001", "score": 0.93}, {"asin": "B08XXXX", "score": 0.9}]}))]
 pub struct RerankRequest {
-    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
-    pub user_id: i64,
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64, nullable)]
+    pub user_id: Option<i64>,
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9._-]+$",
+        nullable
+    )]
+    pub anonymous_id: Option<String>,
     #[schema(max_items = 1000)]
     pub items: Vec<RerankCandidate>,
+}
+
+/// A visitor who logged in: whose anonymous id becomes which user.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"anonymous_id": "0193a5c4-7d1e-7b3a-9c2f-5e8d1a2b3c4d", "user_id": 42}))]
+pub struct IdentifyRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")]
+    pub anonymous_id: String,
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+    pub user_id: i64,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -132,12 +160,14 @@ pub enum BodyErrors<'a> {
         super::events::log_event,
         super::events::log_events,
         super::rerank::rerank,
+        super::identify::identify,
         super::users::context,
+        super::users::visitor_context,
         super::health::live,
         super::health::ready,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&ApiKeySecurity),
+    modifiers(&ApiKeySecurity, &OneActor),
     tags(
         (name = "events", description = "Logging interactions"),
         (name = "context", description = "The realtime context and re-ranking"),
@@ -161,6 +191,33 @@ impl Modify for ApiKeySecurity {
     }
 }
 
+/// States that a request naming an actor names exactly one: `user_id` or `anonymous_id`, not
+/// null (a null counts as absent).
+struct OneActor;
+
+impl Modify for OneActor {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let present = |name: &str, kind: Type| {
+            ObjectBuilder::new()
+                .property(name, ObjectBuilder::new().schema_type(kind))
+                .required(name)
+        };
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in ["EventRequest", "RerankRequest"] {
+            if let Some(schema) = components.schemas.remove(name) {
+                let one = OneOfBuilder::new()
+                    .item(present("user_id", Type::Integer))
+                    .item(present("anonymous_id", Type::String));
+                let both = AllOfBuilder::new().item(schema).item(one);
+                components.schemas.insert(name.to_owned(), both.into());
+            }
+        }
+    }
+}
+
 /// `GET /openapi.json`.
 pub async fn document() -> Json<&'static utoipa::openapi::OpenApi> {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
@@ -181,10 +238,17 @@ mod tests {
 
     #[test]
     fn the_document_states_the_rules_the_parser_enforces() {
-        let event = schema("EventRequest");
+        let event = schema("EventRequest")["allOf"][0].clone();
         assert_eq!(event["properties"]["asin"]["maxLength"], MAX_ASIN_CHARS);
         assert_eq!(event["properties"]["user_id"]["minimum"], 1);
         assert_eq!(event["properties"]["user_id"]["maximum"], i64::MAX);
+        assert_eq!(
+            event["properties"]["anonymous_id"]["maxLength"],
+            crate::event::MAX_ANONYMOUS_ID_CHARS
+        );
+        let one_of = &schema("EventRequest")["allOf"][1]["oneOf"];
+        assert_eq!(one_of[0]["required"], serde_json::json!(["user_id"]));
+        assert_eq!(one_of[1]["required"], serde_json::json!(["anonymous_id"]));
         let types: Vec<String> = EventType::ALL
             .iter()
             .map(|t| t.as_str().to_owned())
@@ -195,7 +259,7 @@ mod tests {
             MAX_BATCH_EVENTS
         );
         assert_eq!(
-            schema("RerankRequest")["properties"]["items"]["maxItems"],
+            schema("RerankRequest")["allOf"][0]["properties"]["items"]["maxItems"],
             MAX_CANDIDATES
         );
     }

@@ -1,4 +1,4 @@
-//! `POST /api/rerank`: reorder a recommender's list with the user's realtime context.
+//! `POST /api/rerank`: reorder a recommender's list with a user's (or visitor's) realtime context.
 
 use axum::Json;
 use axum::body::Body;
@@ -8,14 +8,16 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::openapi::{BodyErrors, EdgeErrors, RerankRequest};
+use super::users::ActorName;
 use super::{ApiError, AppState, body};
-use crate::event::{Asin, InvalidEvent, ParseError, UserId, json_type};
+use crate::event::{Actor, Asin, InvalidEvent, ParseError, json_type};
 use crate::rerank::{ContextSummary, MAX_CANDIDATES, RemovedItem, RerankedItem, ScoredItem};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RerankResponse {
-    #[schema(value_type = i64)]
-    pub user_id: UserId,
+    /// The user or visitor, as the request named them.
+    #[serde(flatten)]
+    pub actor: ActorName,
     pub items: Vec<RerankedItem>,
     /// Candidates a rule left out (`--rerank-purchased-remove`); empty otherwise.
     pub removed: Vec<RemovedItem>,
@@ -37,11 +39,11 @@ pub async fn rerank(
 ) -> Result<Json<RerankResponse>, ApiError> {
     let body = body::read_json(&headers, body, app.limits.max_batch_body_bytes).await?;
     let request: Map<String, Value> = serde_json::from_slice(&body).map_err(ParseError::from)?;
-    let user_id = UserId::from_json(request.get("user_id"))?;
+    let actor = Actor::from_object(&request)?;
     let items = parse_items(request.get("items"))?;
-    let reranked = app.rerank.rerank_items(user_id, items).await;
+    let reranked = app.rerank.rerank_items(&actor, items).await;
     Ok(Json(RerankResponse {
-        user_id,
+        actor: ActorName::from(&actor),
         items: reranked.ranking.items,
         removed: reranked.ranking.removed,
         context: reranked.context,

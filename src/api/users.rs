@@ -1,18 +1,38 @@
-//! `GET /api/users/{user_id}/context`: the user's realtime context, as the re-ranker sees it.
+//! `GET /api/users/{user_id}/context` and `GET /api/visitors/{anonymous_id}/context`: an actor's
+//! realtime context, as the re-ranker sees it.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use serde::Serialize;
 
 use super::error::ErrorBody;
 use super::openapi::EdgeErrors;
 use super::{ApiError, AppState};
 use crate::context::UserContext;
-use crate::event::UserId;
+use crate::event::{Actor, AnonymousId, UserId};
 
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+/// An actor as the API names it: `"user_id": 42` or `"anonymous_id": "..."`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActorName {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+}
+
+impl From<&Actor> for ActorName {
+    fn from(actor: &Actor) -> Self {
+        Self {
+            user_id: actor.user().map(UserId::get),
+            anonymous_id: actor.visitor().map(|id| id.as_str().to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ContextResponse {
-    #[schema(value_type = i64)]
-    pub user_id: UserId,
+    #[serde(flatten)]
+    pub actor: ActorName,
     #[serde(flatten)]
     pub context: UserContext,
 }
@@ -22,7 +42,7 @@ pub struct ContextResponse {
     get, path = "/api/users/{user_id}/context", tag = "context",
     params(("user_id" = i64, Path, minimum = 1, description = "The user")),
     responses(
-        (status = 200, description = "The three keys", body = ContextResponse),
+        (status = 200, description = "The user's keys", body = ContextResponse),
         (status = 422, description = "The user id is not a positive 64-bit integer", body = ErrorBody),
         EdgeErrors
     ),
@@ -32,10 +52,37 @@ pub async fn context(
     State(app): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<ContextResponse>, ApiError> {
-    let user_id: UserId = user_id.parse()?;
-    let context = app.ingest.context.load(user_id).await.map_err(|error| {
-        tracing::warn!(%error, %user_id, "could not read the user's context");
+    let actor = Actor::User(user_id.parse()?);
+    load(&app, actor).await
+}
+
+/// A visitor's realtime context, under their anonymous id; empty when unknown or expired (and
+/// once the visitor was identified: their context moved to the user).
+#[utoipa::path(
+    get, path = "/api/visitors/{anonymous_id}/context", tag = "context",
+    params(("anonymous_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$", description = "The visitor")),
+    responses(
+        (status = 200, description = "The visitor's keys", body = ContextResponse),
+        (status = 422, description = "Not an anonymous id: 1 to 64 letters, digits, '-', '_' or '.'", body = ErrorBody),
+        EdgeErrors
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn visitor_context(
+    State(app): State<AppState>,
+    Path(anonymous_id): Path<String>,
+) -> Result<Json<ContextResponse>, ApiError> {
+    let actor = Actor::Visitor(anonymous_id.parse::<AnonymousId>()?);
+    load(&app, actor).await
+}
+
+async fn load(app: &AppState, actor: Actor) -> Result<Json<ContextResponse>, ApiError> {
+    let context = app.ingest.context.load(&actor).await.map_err(|error| {
+        tracing::warn!(%error, %actor, "could not read the context");
         ApiError::ContextUnavailable
     })?;
-    Ok(Json(ContextResponse { user_id, context }))
+    Ok(Json(ContextResponse {
+        actor: ActorName::from(&actor),
+        context,
+    }))
 }

@@ -22,6 +22,7 @@
 //! second; the caller decides what a failure means (for ingestion: a warning and a 200).
 
 mod connection;
+mod identify;
 mod record;
 
 use std::collections::HashMap;
@@ -36,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use record::RECORD_SCRIPT;
 
 use crate::config::SecretUrl;
-use crate::event::{Event, EventType, UserId};
+use crate::event::{Actor, Event, EventType};
 use crate::health::Health;
 use crate::telemetry::monotonic_ms;
 use connection::Backend;
@@ -138,8 +139,9 @@ impl std::fmt::Display for CategoryWeights {
     }
 }
 
-/// How a user's keys are named: the seed's `user:42:recent_items`, or with the user id as a Redis
-/// Cluster hash tag, `user:{42}:recent_items`; after a deployment prefix in either case.
+/// How an actor's keys are named: the seed's `user:42:recent_items` (`visitor:abc:recent_items`
+/// for a visitor), or with the id as a Redis Cluster hash tag, `user:{42}:recent_items`; after a
+/// deployment prefix in either case.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
     /// Put before every key; empty in production, a random value per test. Must hold no `{`.
@@ -148,12 +150,13 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// The key of one of a user's context entries, e.g. `user:1:recent_items`.
-    pub fn key(&self, user: UserId, name: &str) -> String {
+    /// The key of one of an actor's context entries, e.g. `user:1:recent_items`.
+    pub fn key(&self, actor: &Actor, name: &str) -> String {
+        let (kind, id) = actor.parts();
         if self.hash_tags {
-            format!("{}user:{{{user}}}:{name}", self.prefix)
+            format!("{}{kind}:{{{id}}}:{name}", self.prefix)
         } else {
-            format!("{}user:{user}:{name}", self.prefix)
+            format!("{}{kind}:{id}:{name}", self.prefix)
         }
     }
 }
@@ -274,9 +277,9 @@ impl ContextStore {
         &self.redis.config
     }
 
-    /// The key of one of a user's context entries, e.g. `user:1:recent_items`.
-    pub fn key(&self, user: UserId, name: &str) -> String {
-        self.redis.config.keys.key(user, name)
+    /// The key of one of an actor's context entries, e.g. `user:1:recent_items`.
+    pub fn key(&self, actor: &Actor, name: &str) -> String {
+        self.redis.config.keys.key(actor, name)
     }
 
     /// Records events. Returns, per event, whether it was applied (false: its client event id was
@@ -307,16 +310,16 @@ impl ContextStore {
         }
     }
 
-    /// Reads a user's context in one round trip (the keys share a slot on a cluster).
-    pub async fn load(&self, user: UserId) -> Result<UserContext, ContextError> {
+    /// Reads an actor's context in one round trip (the keys share a slot on a cluster).
+    pub async fn load(&self, actor: &Actor) -> Result<UserContext, ContextError> {
         let redis = &self.redis;
         let bought_since = chrono::Utc::now().timestamp_millis()
             - redis.config.purchased_ttl.as_millis().min(i64::MAX as u128) as i64;
         let mut pipe = redis::pipe();
-        pipe.lrange(self.key(user, "recent_items"), 0, -1)
-            .hgetall(self.key(user, "recent_categories"))
-            .get(self.key(user, "last_active"))
-            .zrevrangebyscore(self.key(user, "purchased"), "+inf", bought_since);
+        pipe.lrange(self.key(actor, "recent_items"), 0, -1)
+            .hgetall(self.key(actor, "recent_categories"))
+            .get(self.key(actor, "last_active"))
+            .zrevrangebyscore(self.key(actor, "purchased"), "+inf", bought_since);
         let (recent_items, recent_categories, last_active, purchased) = redis
             .call("load", async {
                 let mut connection = redis.backend.connection().await?;
@@ -389,6 +392,7 @@ impl Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{AnonymousId, UserId};
 
     #[test]
     fn category_weights_index_the_types_in_declaration_order() {
@@ -409,17 +413,29 @@ mod tests {
 
     #[test]
     fn keys_follow_the_seed_or_carry_a_hash_tag() {
-        let user = UserId::new(42).unwrap();
+        let user = Actor::User(UserId::new(42).unwrap());
+        let visitor = Actor::Visitor(AnonymousId::new("v-1".to_owned()).unwrap());
         let seed = Keys {
             prefix: "p:".to_owned(),
             hash_tags: false,
         };
-        assert_eq!(seed.key(user, "recent_items"), "p:user:42:recent_items");
+        assert_eq!(seed.key(&user, "recent_items"), "p:user:42:recent_items");
+        assert_eq!(
+            seed.key(&visitor, "last_active"),
+            "p:visitor:v-1:last_active"
+        );
         let tagged = Keys {
             hash_tags: true,
             ..seed
         };
-        assert_eq!(tagged.key(user, "recent_items"), "p:user:{42}:recent_items");
+        assert_eq!(
+            tagged.key(&user, "recent_items"),
+            "p:user:{42}:recent_items"
+        );
+        assert_eq!(
+            tagged.key(&visitor, "purchased"),
+            "p:visitor:{v-1}:purchased"
+        );
     }
 
     #[test]

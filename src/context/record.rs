@@ -91,8 +91,7 @@ pub(super) struct Prepared {
 impl Prepared {
     pub(super) fn new(redis: &Redis, update: &ContextUpdate<'_>) -> Self {
         let event = update.event;
-        let user = event.user_id;
-        let key = |name| redis.config.keys.key(user, name);
+        let key = |name| redis.config.keys.key(&event.actor, name);
         let weight = redis.config.category_weights.of(event.event_type);
         let purchase = if event.event_type == EventType::Purchase {
             "p"

@@ -10,8 +10,9 @@
 //! and every writer (for several machines). A new one (Kafka, say) is a new module implementing
 //! both traits; neither the request path nor the writer changes.
 //!
-//! Events travel as their JSON encoding ([`encode`]): the journal's records and the stream's
-//! messages hold the same bytes, described in docs/ARCHITECTURE.md.
+//! Events travel as their JSON encoding ([`encode`]), and so do visitors' identifications
+//! ([`encode_identity`]): the journal's records and the stream's messages hold the same bytes,
+//! described in docs/ARCHITECTURE.md.
 
 pub mod jetstream;
 pub mod journal;
@@ -23,7 +24,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::event::Event;
+use crate::event::{Event, Identity};
 
 /// Why a hand-off did not take events. Nothing of a refused group is acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,10 @@ pub trait Handoff: Send + Sync {
     /// Starts handing `events` off, as one group. Refuses at once, writing nothing, when there is
     /// no room; otherwise the returned future resolves once every event is durable.
     fn submit(&self, events: &[&Event]) -> Result<Pending, HandoffError>;
+
+    /// Hands off a visitor's identification, for the writer to attribute the visitor's stored
+    /// events; like [`Handoff::submit`], the future resolves once it is durable.
+    fn submit_identity(&self, identity: &Identity) -> Result<Pending, HandoffError>;
 
     /// The hand-off's state, for readiness and metrics.
     fn state(&self) -> HandoffState;
@@ -89,6 +94,39 @@ impl HandoffState {
 pub fn encode(event: &Event) -> Vec<u8> {
     serde_json::to_vec(event).expect("an event always serializes")
 }
+
+/// What an identification travels as: its JSON under the key `identify`, which no event has.
+pub fn encode_identity(identity: &Identity) -> Vec<u8> {
+    serde_json::to_vec(&IdentifyRecord { identify: identity }).expect("an identity serializes")
+}
+
+#[derive(Serialize)]
+struct IdentifyRecord<'a> {
+    identify: &'a Identity,
+}
+
+/// What a record of the hand-off holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Event(Event),
+    Identity(Identity),
+}
+
+/// Decodes a record of the hand-off: an event, or (starting as [`encode_identity`] starts) an
+/// identification.
+pub fn decode(bytes: &[u8]) -> Result<Record, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Identify {
+        identify: Identity,
+    }
+    if bytes.starts_with(IDENTIFY_PREFIX) {
+        serde_json::from_slice::<Identify>(bytes).map(|r| Record::Identity(r.identify))
+    } else {
+        serde_json::from_slice(bytes).map(Record::Event)
+    }
+}
+
+const IDENTIFY_PREFIX: &[u8] = b"{\"identify\":";
 
 /// A batch the writer fetched: the encoded events, and what confirms them.
 pub struct Fetched<R> {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::catalogue::{Catalogue, Lookup};
 use crate::context::{ContextStore, UserContext};
-use crate::event::{Asin, UserId};
+use crate::event::{Actor, Asin};
 use crate::telemetry::Throttle;
 pub use rules::{Candidate, IntentBoost, Purchased, RecentPenalty, Rule, Signals};
 
@@ -142,14 +142,14 @@ impl ReRankingService {
         }
     }
 
-    pub async fn rerank_items(&self, user_id: UserId, ranked_items: Vec<ScoredItem>) -> Reranked {
-        let context = match self.context.load(user_id).await {
+    pub async fn rerank_items(&self, actor: &Actor, ranked_items: Vec<ScoredItem>) -> Reranked {
+        let context = match self.context.load(actor).await {
             Ok(context) if !context.is_empty() => context,
             Ok(_) => return unchanged(ranked_items, "no_recent_activity"),
             Err(error) => {
                 static WARNING: Throttle = Throttle::new();
                 if let Some(suppressed) = WARNING.allow() {
-                    tracing::warn!(%error, %user_id, suppressed, "no context for re-ranking; the input order stands");
+                    tracing::warn!(%error, %actor, suppressed, "no context for re-ranking; the input order stands");
                 }
                 return unchanged(ranked_items, "redis_unavailable");
             }

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::catalogue::{Catalogue, ItemInfo, Lookup};
-use crate::event::{Asin, Event};
+use crate::event::{AnonymousId, Asin, Event, Identity, UserId};
 
 /// How long the writer waits for the catalogue: far longer than a request may, since a batch
 /// that cannot be enriched cannot be written.
@@ -70,7 +70,11 @@ impl BatchWriter {
             return Err(BatchError::CatalogueUnavailable);
         }
 
-        let mut users: Vec<i64> = events.iter().map(|e| e.user_id.get()).collect();
+        let mut users: Vec<i64> = events
+            .iter()
+            .filter_map(|e| e.actor.user())
+            .map(UserId::get)
+            .collect();
         users.sort_unstable();
         users.dedup();
         if !thorough {
@@ -85,6 +89,9 @@ impl BatchWriter {
 
         let rows = Rows::new(events, &lookups);
         let mut tx = self.pool.begin().await?;
+        if !rows.visitors.is_empty() {
+            lock_visitors(&mut tx, &rows.visitors).await?;
+        }
         if !users.is_empty() {
             sqlx::query(
                 "INSERT INTO users (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
@@ -101,7 +108,12 @@ impl BatchWriter {
             .execute(&mut *tx)
             .await?;
         }
-        let stored = sqlx::query(INSERT_EVENTS)
+        let insert = if rows.visitors.is_empty() {
+            sqlx::query(INSERT_EVENTS)
+        } else {
+            sqlx::query(INSERT_VISITOR_EVENTS).bind(&rows.anonymous_ids)
+        };
+        let stored = insert
             .bind(&rows.ids)
             .bind(&rows.users)
             .bind(&rows.asins)
@@ -117,6 +129,46 @@ impl BatchWriter {
         }
         Ok(stored)
     }
+
+    /// Stores identifications (each visitor keeps the first user they were identified as) and
+    /// attributes the visitors' stored events to their users; returns how many rows it
+    /// attributed. Idempotent: only rows without a user are updated.
+    pub async fn attribute(&self, identities: &[Identity]) -> Result<u64, BatchError> {
+        let visitors: Vec<&str> = identities.iter().map(|i| i.anonymous_id.as_str()).collect();
+        let users: Vec<i64> = identities.iter().map(|i| i.user_id.get()).collect();
+        let times: Vec<NaiveDateTime> = identities
+            .iter()
+            .map(|i| i.identified_at.naive_utc())
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        lock_visitors(&mut tx, &visitors).await?;
+        sqlx::query("INSERT INTO users (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
+            .bind(&users)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO visitor_identities (anonymous_id, user_id, identified_at) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::timestamp[]) ON CONFLICT (anonymous_id) DO NOTHING",
+        )
+        .bind(&visitors)
+        .bind(&users)
+        .bind(&times)
+        .execute(&mut *tx)
+        .await?;
+        let attributed = sqlx::query(
+            "UPDATE interaction_logs l SET user_id = i.user_id FROM visitor_identities i \
+             WHERE i.anonymous_id = ANY($1) AND l.anonymous_id = i.anonymous_id AND l.user_id IS NULL",
+        )
+        .bind(&visitors)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        for user in users {
+            self.known_users.insert(user, ());
+        }
+        Ok(attributed)
+    }
 }
 
 const INSERT_EVENTS: &str = r"
@@ -124,10 +176,43 @@ INSERT INTO interaction_logs (event_id, user_id, asin, event_type, ts, metadata)
 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::event_type_enum[], $5::timestamp[], $6::jsonb[])
 ON CONFLICT (event_id) DO NOTHING";
 
+/// The insert of a batch that holds visitors' events: a visitor already identified (their
+/// identification stored by an earlier batch) has the event attributed to the user at once.
+const INSERT_VISITOR_EVENTS: &str = r"
+INSERT INTO interaction_logs (event_id, user_id, asin, event_type, ts, metadata, anonymous_id)
+SELECT e.event_id, COALESCE(e.user_id, i.user_id), e.asin, e.event_type, e.ts, e.metadata, e.anonymous_id
+FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::event_type_enum[], $6::timestamp[], $7::jsonb[], $1::text[])
+    AS e (event_id, user_id, asin, event_type, ts, metadata, anonymous_id)
+LEFT JOIN visitor_identities i ON i.anonymous_id = e.anonymous_id
+ON CONFLICT (event_id) DO NOTHING";
+
+/// Takes, until the transaction ends, a lock per visitor: the storing of a visitor's events and
+/// their identification take turns, so that whichever commits second sees the other's rows
+/// (otherwise an event inserted while the identification's update runs could stay unattributed).
+/// Taken in one order (by the ids' hash) by everyone, so that two batches cannot deadlock.
+async fn lock_visitors(tx: &mut sqlx::PgConnection, visitors: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($2, k) FROM (SELECT DISTINCT hashtext(a) AS k FROM unnest($1::text[]) a ORDER BY k) s",
+    )
+    .bind(visitors)
+    .bind(VISITOR_LOCKS)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The first key of the visitors' advisory locks: the rest of the database's advisory locks
+/// cannot clash with them.
+const VISITOR_LOCKS: i32 = 0x5649_5349; // "VISI"
+
 /// The batch as columns, for `UNNEST`.
 struct Rows<'a> {
     ids: Vec<Uuid>,
-    users: Vec<i64>,
+    users: Vec<Option<i64>>,
+    /// Per event, the visitor's id, if a visitor's.
+    anonymous_ids: Vec<Option<&'a str>>,
+    /// The distinct visitors of the batch.
+    visitors: Vec<&'a str>,
     asins: Vec<&'a str>,
     types: Vec<&'static str>,
     times: Vec<NaiveDateTime>,
@@ -140,6 +225,8 @@ impl<'a> Rows<'a> {
         let mut rows = Rows {
             ids: Vec::with_capacity(n),
             users: Vec::with_capacity(n),
+            anonymous_ids: Vec::with_capacity(n),
+            visitors: Vec::new(),
             asins: Vec::with_capacity(n),
             types: Vec::with_capacity(n),
             times: Vec::with_capacity(n),
@@ -147,7 +234,10 @@ impl<'a> Rows<'a> {
         };
         for event in events {
             rows.ids.push(event.event_id);
-            rows.users.push(event.user_id.get());
+            rows.users.push(event.actor.user().map(UserId::get));
+            let visitor = event.actor.visitor().map(AnonymousId::as_str);
+            rows.anonymous_ids.push(visitor);
+            rows.visitors.extend(visitor);
             rows.asins.push(event.asin.as_str());
             rows.types.push(event.event_type.as_str());
             rows.times.push(event.ts().naive_utc());
@@ -157,6 +247,8 @@ impl<'a> Rows<'a> {
             };
             rows.metadata.push(enrich(event, info));
         }
+        rows.visitors.sort_unstable();
+        rows.visitors.dedup();
         rows
     }
 }

@@ -28,11 +28,11 @@ use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::catalogue::Catalogue;
-use crate::event::Event;
-use crate::handoff::{Fetched, SetAside, Source};
+use crate::event::{Event, Identity};
+use crate::handoff::{Fetched, Record, SetAside, Source};
 use crate::health::Health;
 use crate::retry::RetryPolicy;
-use batch::BatchWriter;
+use batch::{BatchError, BatchWriter};
 
 mod batch;
 
@@ -153,9 +153,11 @@ struct Storer {
     retry: RetryPolicy,
 }
 
-/// A batch ready to write: the events, what could not be decoded, and its receipt.
+/// A batch ready to write: the events, visitors' identifications, what could not be decoded,
+/// and its receipt.
 struct Batch<R> {
     events: Arc<Vec<Event>>,
+    identities: Arc<Vec<Identity>>,
     undecodable: Vec<SetAside>,
     /// When its oldest event was accepted.
     oldest: Option<DateTime<Utc>>,
@@ -242,22 +244,29 @@ impl<S: Source> Writer<S> {
     /// Starts writing `batch` on a task of its own, after `delay`.
     fn spawn(&self, batch: Batch<S::Receipt>, delay: Duration) -> InFlight<S::Receipt> {
         let storer = self.storer.clone();
-        let events = batch.events.clone();
+        let (events, identities) = (batch.events.clone(), batch.identities.clone());
         let task = AbortOnDropHandle::new(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            storer.write_until_stored(&events).await
+            // Events first: a visitor's events that arrived before their identification, in the
+            // same batch, are stored before it attributes them.
+            let mut refused = storer.write_until_stored(&events).await;
+            refused.extend(storer.attribute_until_stored(&identities).await);
+            refused
         }));
         InFlight { batch, task }
     }
 }
 
-/// Decodes the fetched records; those that are not events are set aside with the batch.
+/// Decodes the fetched records; those that are neither events nor identifications are set aside
+/// with the batch.
 fn decode<R>(fetched: Fetched<R>) -> Batch<R> {
     let mut events = Vec::with_capacity(fetched.records.len());
+    let mut identities = Vec::new();
     let mut undecodable = Vec::new();
     for (i, record) in fetched.records.iter().enumerate() {
-        match serde_json::from_slice::<Event>(record) {
-            Ok(event) => events.push(event),
+        match crate::handoff::decode(record) {
+            Ok(Record::Event(event)) => events.push(event),
+            Ok(Record::Identity(identity)) => identities.push(identity),
             Err(error) => {
                 tracing::error!(%error, "a record of the hand-off is not an event; setting it aside");
                 undecodable.push(SetAside {
@@ -268,9 +277,14 @@ fn decode<R>(fetched: Fetched<R>) -> Batch<R> {
             }
         }
     }
-    let oldest = events.iter().map(|e| e.received_at).min();
+    let oldest = events
+        .iter()
+        .map(|e| e.received_at)
+        .chain(identities.iter().map(|i| i.identified_at))
+        .min();
     Batch {
         events: Arc::new(events),
+        identities: Arc::new(identities),
         undecodable,
         oldest,
         receipt: fetched.receipt,
@@ -284,37 +298,88 @@ impl Storer {
         if events.is_empty() {
             return Vec::new();
         }
-        let mut attempt = 0;
+        let started = Instant::now();
+        let written = self
+            .until_done("batch", events.len(), |thorough| {
+                self.batches.write(events, thorough)
+            })
+            .await;
+        match written {
+            Ok(stored) => {
+                record_written(events.len(), stored, started);
+                Vec::new()
+            }
+            Err(error) => {
+                tracing::warn!(%error, "PostgreSQL refused a batch for its content; writing its events one by one");
+                self.write_one_by_one(events).await
+            }
+        }
+    }
+
+    /// Attributes the identified visitors' stored events to their users, retrying passing
+    /// failures; returns the identifications PostgreSQL refused, to set aside.
+    async fn attribute_until_stored(&self, identities: &[Identity]) -> Vec<SetAside> {
+        if identities.is_empty() {
+            return Vec::new();
+        }
+        let attributed = self
+            .until_done("attribution", identities.len(), |_| {
+                self.batches.attribute(identities)
+            })
+            .await;
+        match attributed {
+            Ok(rows) => {
+                metrics::counter!("visitor_events_attributed_total").increment(rows);
+                Vec::new()
+            }
+            Err(error) => {
+                tracing::error!(%error, "PostgreSQL refused identifications; setting them aside");
+                identities
+                    .iter()
+                    .map(|identity| SetAside {
+                        name: format!("identify-{}", identity.anonymous_id),
+                        bytes: crate::handoff::encode_identity(identity),
+                        reason: format!("PostgreSQL refused it: {error}"),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds or PostgreSQL refuses the data itself (the error
+    /// returned), retrying passing failures with the retry policy's delays; `attempt` is told
+    /// whether this is a retry (`thorough`).
+    async fn until_done<T, F>(
+        &self,
+        what: &'static str,
+        items: usize,
+        mut attempt: impl FnMut(bool) -> F,
+    ) -> Result<T, BatchError>
+    where
+        F: Future<Output = Result<T, BatchError>>,
+    {
+        let mut tries = 0;
         loop {
-            let started = Instant::now();
-            match self.batches.write(events, attempt > 0).await {
-                Ok(stored) => {
-                    record_written(events.len(), stored, started);
-                    if attempt > 0 {
-                        tracing::info!(
-                            events = events.len(),
-                            attempt,
-                            "batch stored after retrying"
-                        );
+            match attempt(tries > 0).await {
+                Ok(done) => {
+                    if tries > 0 {
+                        tracing::info!(what, items, attempt = tries, "stored after retrying");
                     }
-                    return Vec::new();
+                    return Ok(done);
                 }
-                Err(error) if error.is_data_error() => {
-                    tracing::warn!(%error, "PostgreSQL refused a batch for its content; writing its events one by one");
-                    return self.write_one_by_one(events).await;
-                }
+                Err(error) if error.is_data_error() => return Err(error),
                 Err(error) => {
-                    attempt += 1;
+                    tries += 1;
                     metrics::counter!("writer_retries_total").increment(1);
-                    let delay = self.retry.delay(attempt);
-                    if self.retry.exhausted(attempt) {
+                    let delay = self.retry.delay(tries);
+                    if self.retry.exhausted(tries) {
                         metrics::counter!("writer_failures_total").increment(1);
                         tracing::error!(
-                            %error, events = events.len(), attempt, retry_in = ?delay,
+                            %error, what, items, attempt = tries, retry_in = ?delay,
                             "PostgreSQL write failed after all quick retries; the batch stays in the hand-off and is retried"
                         );
                     } else {
-                        tracing::warn!(%error, events = events.len(), attempt, retry_in = ?delay, "PostgreSQL write failed; retrying");
+                        tracing::warn!(%error, what, items, attempt = tries, retry_in = ?delay, "PostgreSQL write failed; retrying");
                     }
                     tokio::time::sleep(delay).await;
                 }

@@ -17,3 +17,4 @@ mod process;
 mod rerank;
 mod validation;
 mod verify;
+mod visitors;

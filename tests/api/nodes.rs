@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use event_ingest::config::SecretUrl;
 use event_ingest::context::Keys;
-use event_ingest::event::UserId;
+use event_ingest::event::{Actor, UserId};
 use redis::AsyncCommands;
 use serde_json::json;
 use uuid::Uuid;
@@ -224,7 +224,10 @@ impl Deployment {
                 hash_tags: true,
             };
             for (user, events) in load.per_user() {
-                let key = keys.key(UserId::new(user).unwrap(), "recent_categories");
+                let key = keys.key(
+                    &Actor::User(UserId::new(user).unwrap()),
+                    "recent_categories",
+                );
                 let counts: BTreeMap<String, i64> = redis.hgetall(&key).await.unwrap();
                 assert_eq!(counts.values().sum::<i64>(), events, "{key}");
             }

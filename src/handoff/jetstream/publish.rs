@@ -9,8 +9,8 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
 use super::JetStream;
-use crate::event::Event;
-use crate::handoff::{Handoff, HandoffError, HandoffState, Pending, encode};
+use crate::event::{Event, Identity};
+use crate::handoff::{Handoff, HandoffError, HandoffState, Pending, encode, encode_identity};
 
 /// Publishes accepted events to the stream.
 #[derive(Clone)]
@@ -34,28 +34,17 @@ enum NotPublished {
     Publish(#[source] PublishError),
 }
 
-impl Handoff for JetStreamHandoff {
-    /// Publishes every event (subject `<prefix>.<event_type>`, `Nats-Msg-Id` its `event_id`)
-    /// before awaiting any acknowledgement, then awaits them all, within `--nats-ack-timeout-ms`.
-    /// NATS down or not ready: refused at once, nothing published.
-    fn submit(&self, events: &[&Event]) -> Result<Pending, HandoffError> {
+impl JetStreamHandoff {
+    /// Publishes every message before awaiting any acknowledgement, then awaits them all, within
+    /// `--nats-ack-timeout-ms`. NATS down or not ready: refused at once, nothing published.
+    fn publish(&self, messages: Vec<(String, PublishMessage)>) -> Result<Pending, HandoffError> {
         if let Err(why) = self.jetstream.ready() {
             metrics::counter!("jetstream_publish_failures_total", "reason" => "not_ready")
                 .increment(1);
             return Err(HandoffError::unavailable(NotPublished::NotReady(why)));
         }
-        let config = &self.jetstream.config;
-        let messages: Vec<(String, PublishMessage)> = events
-            .iter()
-            .map(|event| {
-                let message = PublishMessage::build()
-                    .payload(Bytes::from(encode(event)))
-                    .message_id(event.event_id.to_string());
-                (config.subject(event.event_type), message)
-            })
-            .collect();
         let jetstream = self.jetstream.clone();
-        let timeout = config.ack_timeout;
+        let timeout = self.jetstream.config.ack_timeout;
         Ok(async move {
             let started = Instant::now();
             let publish = async {
@@ -93,6 +82,37 @@ impl Handoff for JetStreamHandoff {
             })
         }
         .boxed())
+    }
+}
+
+impl Handoff for JetStreamHandoff {
+    /// Publishes every event: subject `<prefix>.<event_type>`, `Nats-Msg-Id` its `event_id`.
+    fn submit(&self, events: &[&Event]) -> Result<Pending, HandoffError> {
+        let config = &self.jetstream.config;
+        let messages = events
+            .iter()
+            .map(|event| {
+                let message = PublishMessage::build()
+                    .payload(Bytes::from(encode(event)))
+                    .message_id(event.event_id.to_string());
+                (config.subject(event.event_type), message)
+            })
+            .collect();
+        self.publish(messages)
+    }
+
+    /// Publishes the identification: subject `<prefix>.identify`, `Nats-Msg-Id`
+    /// `identify:<anonymous_id>:<user_id>`, so that a repeated call within the duplicate window is
+    /// stored once (a later one is attributed again, to no effect).
+    fn submit_identity(&self, identity: &Identity) -> Result<Pending, HandoffError> {
+        let message = PublishMessage::build()
+            .payload(Bytes::from(encode_identity(identity)))
+            .message_id(format!(
+                "identify:{}:{}",
+                identity.anonymous_id, identity.user_id
+            ));
+        let subject = format!("{}.identify", self.jetstream.config.subject_prefix);
+        self.publish(vec![(subject, message)])
     }
 
     fn state(&self) -> HandoffState {

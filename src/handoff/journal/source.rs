@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::{AppendError, Journal, JournalReader, Position, ReadRecord};
-use crate::event::Event;
+use crate::event::{Event, Identity};
 use crate::handoff::{Fetched, Handoff, HandoffError, HandoffState, Pending, SetAside, Source};
 
 impl From<AppendError> for HandoffError {
@@ -29,6 +29,13 @@ impl Handoff for Journal {
             .map(|event| crate::handoff::encode(event))
             .collect();
         let pending = self.append(payloads)?;
+        Ok(pending
+            .map(|outcome| outcome.map_err(HandoffError::from))
+            .boxed())
+    }
+
+    fn submit_identity(&self, identity: &Identity) -> Result<Pending, HandoffError> {
+        let pending = self.append(vec![crate::handoff::encode_identity(identity)])?;
         Ok(pending
             .map(|outcome| outcome.map_err(HandoffError::from))
             .boxed())

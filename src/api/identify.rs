@@ -1,0 +1,62 @@
+//! `POST /api/identify`: a visitor logged in. Their context joins the user's at once; their
+//! stored events are attributed to the user by the writer, in the background.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::openapi::{BodyErrors, EdgeErrors, IdentifyRequest};
+use super::{ApiError, AppState, body};
+use crate::context::UserContext;
+use crate::event::{AnonymousId, Identity, ParseError, UserId};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Identified {
+    #[schema(value_type = i64)]
+    pub user_id: UserId,
+    #[schema(value_type = String)]
+    pub anonymous_id: AnonymousId,
+    /// The user's context after the merge.
+    pub context: UserContext,
+}
+
+/// Tells the service that a visitor is now a known user. The visitor's context is merged into
+/// the user's (recent items newest first and capped, category counts added, purchases joined)
+/// and the visitor's keys deleted; the identification is made durable like an event, and the
+/// writer then attributes the visitor's stored events (and any that arrive later) to the user.
+/// Idempotent: call it again after a 503.
+#[utoipa::path(
+    post, path = "/api/identify", tag = "context",
+    request_body = IdentifyRequest,
+    responses((status = 200, description = "Merged, and the attribution on its way", body = Identified), BodyErrors, EdgeErrors),
+    security((), ("api_key" = []))
+)]
+pub async fn identify(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Identified>, ApiError> {
+    let body = body::read_json(&headers, body, app.limits.max_body_bytes).await?;
+    let request: Map<String, Value> = serde_json::from_slice(&body).map_err(ParseError::from)?;
+    let identity = Identity::from_object(&request, chrono::Utc::now())?;
+    let durable = app.ingest.handoff.submit_identity(&identity)?;
+    let merged = app
+        .ingest
+        .context
+        .merge_visitor(&identity.anonymous_id, identity.user_id);
+    let (durable, merged) = tokio::join!(durable, merged);
+    durable?;
+    let context = merged.map_err(|error| {
+        tracing::warn!(%error, anonymous_id = %identity.anonymous_id, user_id = %identity.user_id, "could not merge the visitor's context");
+        ApiError::ContextUnavailable
+    })?;
+    metrics::counter!("visitors_identified_total").increment(1);
+    Ok(Json(Identified {
+        user_id: identity.user_id,
+        anonymous_id: identity.anonymous_id,
+        context,
+    }))
+}
