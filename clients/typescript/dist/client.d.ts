@@ -1,4 +1,4 @@
-import type { ApiErrorDetail, BatchResponse, EventPayload, EventType, FlushResult, LogEventResponse, Metadata, QueuedEvent } from './types.js';
+import type { ApiErrorDetail, BatchResponse, EventPayload, EventType, FlushResult, IdentifyResponse, IdStorage, LogEventResponse, Metadata, QueuedEvent } from './types.js';
 export interface EventClientOptions {
     /** Where the service is. Default `http://localhost:8000`. */
     baseUrl?: string;
@@ -32,6 +32,11 @@ export interface EventClientOptions {
      * right: the service removes its error, measured between `sent_at` and its own clock.
      */
     now?: () => number;
+    /**
+     * Where the visitor's anonymous id and the identified user id are kept between page loads.
+     * Default `localStorage` where the runtime has it, else memory (a new visitor per process).
+     */
+    storage?: IdStorage;
     /** Queue: flush with sendBeacon (or a keepalive fetch) when the page is hidden. Default true. */
     flushOnPageHide?: boolean;
     /** Queue: an event the service refused (invalid field, ...). It is not sent again. */
@@ -52,6 +57,7 @@ export declare class EventClient {
     private readonly now;
     private readonly queue;
     private readonly unwatch;
+    private readonly storage;
     constructor(options?: EventClientOptions);
     /**
      * Sends one event now, as the seed's `logEvent` did, and resolves to the service's answer,
@@ -60,7 +66,7 @@ export declare class EventClient {
      * a `timestamp`, so that it is stored at the time of the call whenever an attempt lands.
      * Throws `EventRejectedError` on any other 4xx, `EventDeliveryError` when the retries run out.
      */
-    logEvent(userId: number, asin: string, eventType: EventType, metadata?: Metadata): Promise<LogEventResponse>;
+    logEvent(userId: number | null | undefined, asin: string, eventType: EventType, metadata?: Metadata): Promise<LogEventResponse>;
     /** `logEvent` for a whole event; an `event_id` and a `timestamp` are added when it has none. */
     send(event: EventPayload): Promise<LogEventResponse>;
     /**
@@ -72,7 +78,24 @@ export declare class EventClient {
      * Queues an event for the next batch and returns its `event_id`. The queue is sent when
      * `maxBatch` events wait, after `flushIntervalMs`, on `flush()`, and when the page is hidden.
      */
-    track(userId: number, asin: string, eventType: EventType, metadata?: Metadata): string;
+    track(userId: number | null | undefined, asin: string, eventType: EventType, metadata?: Metadata): string;
+    /**
+     * The visitor's anonymous id: the one kept in `storage`, or a new one (a UUIDv7), kept there.
+     * Events logged without a user id carry it until `identify` is called.
+     */
+    get anonymousId(): string;
+    /** The user `identify` named, until `reset`; events logged without a user id carry it. */
+    get userId(): number | undefined;
+    /**
+     * The visitor logged in as `userId`: the service merges the visitor's context into the user's
+     * and attributes the visitor's stored events to the user. Events already queued are sent first;
+     * from now on, events logged without a user id carry `userId`. Retried like `logEvent`.
+     */
+    identify(userId: number): Promise<IdentifyResponse>;
+    /** The user logged out: forget them, and start a new visitor (a new anonymous id). */
+    reset(): void;
+    /** Who an event is by: the user given, else the identified user, else the visitor. */
+    private actor;
     /** Sends every queued event now; resolves when the service has answered for them (or gave up). */
     flush(): Promise<FlushResult>;
     /**

@@ -25,6 +25,7 @@ export class EventClient {
     now;
     queue;
     unwatch;
+    storage;
     constructor(options = {}) {
         this.baseUrl = (options.baseUrl ?? DEFAULTS.baseUrl).replace(/\/+$/, '');
         this.apiKey = options.apiKey || undefined;
@@ -37,6 +38,7 @@ export class EventClient {
         this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
         this.compressAboveBytes = Math.max(0, options.compressAboveBytes ?? DEFAULTS.compressAboveBytes);
         this.now = options.now ?? Date.now;
+        this.storage = options.storage ?? defaultStorage();
         const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
         this.queue = new EventQueue((events) => this.sendBatch(events), {
             maxBatch,
@@ -57,7 +59,7 @@ export class EventClient {
      * Throws `EventRejectedError` on any other 4xx, `EventDeliveryError` when the retries run out.
      */
     logEvent(userId, asin, eventType, metadata) {
-        return this.send({ user_id: userId, asin, event_type: eventType, metadata });
+        return this.send({ ...this.actor(userId), asin, event_type: eventType, metadata });
     }
     /** `logEvent` for a whole event; an `event_id` and a `timestamp` are added when it has none. */
     send(event) {
@@ -77,7 +79,7 @@ export class EventClient {
      */
     track(userId, asin, eventType, metadata) {
         const event = {
-            user_id: userId,
+            ...this.actor(userId),
             asin,
             event_type: eventType,
             event_id: newEventId(),
@@ -87,6 +89,46 @@ export class EventClient {
             event.metadata = metadata;
         this.queue.push(event);
         return event.event_id;
+    }
+    /**
+     * The visitor's anonymous id: the one kept in `storage`, or a new one (a UUIDv7), kept there.
+     * Events logged without a user id carry it until `identify` is called.
+     */
+    get anonymousId() {
+        let id = this.storage.getItem(ANONYMOUS_ID_KEY);
+        if (id === null || !/^[A-Za-z0-9._-]{1,64}$/.test(id)) {
+            id = newEventId(this.now());
+            this.storage.setItem(ANONYMOUS_ID_KEY, id);
+        }
+        return id;
+    }
+    /** The user `identify` named, until `reset`; events logged without a user id carry it. */
+    get userId() {
+        const stored = Number(this.storage.getItem(USER_ID_KEY) ?? NaN);
+        return Number.isSafeInteger(stored) && stored > 0 ? stored : undefined;
+    }
+    /**
+     * The visitor logged in as `userId`: the service merges the visitor's context into the user's
+     * and attributes the visitor's stored events to the user. Events already queued are sent first;
+     * from now on, events logged without a user id carry `userId`. Retried like `logEvent`.
+     */
+    async identify(userId) {
+        if (this.queue.size > 0)
+            await this.queue.flush();
+        const anonymousId = this.anonymousId;
+        const answer = await this.post('/api/identify', { anonymous_id: anonymousId, user_id: userId }, this.policy.maxRetries);
+        this.storage.setItem(USER_ID_KEY, String(userId));
+        return answer;
+    }
+    /** The user logged out: forget them, and start a new visitor (a new anonymous id). */
+    reset() {
+        this.storage.removeItem(USER_ID_KEY);
+        this.storage.setItem(ANONYMOUS_ID_KEY, newEventId(this.now()));
+    }
+    /** Who an event is by: the user given, else the identified user, else the visitor. */
+    actor(userId) {
+        const user = userId ?? this.userId;
+        return user !== undefined ? { user_id: user } : { anonymous_id: this.anonymousId };
     }
     /** Sends every queued event now; resolves when the service has answered for them (or gave up). */
     flush() {
@@ -178,6 +220,27 @@ export class EventClient {
                 clearTimeout(timer);
         }
     }
+}
+const ANONYMOUS_ID_KEY = 'event-ingest.anonymous_id';
+const USER_ID_KEY = 'event-ingest.user_id';
+/** `localStorage` where the runtime has one that works (it throws in some private modes), else memory. */
+function defaultStorage() {
+    try {
+        const storage = globalThis.localStorage;
+        if (storage !== undefined) {
+            storage.getItem(ANONYMOUS_ID_KEY);
+            return storage;
+        }
+    }
+    catch {
+        // unavailable: memory it is
+    }
+    const memory = new Map();
+    return {
+        getItem: (key) => memory.get(key) ?? null,
+        setItem: (key, value) => void memory.set(key, value),
+        removeItem: (key) => void memory.delete(key),
+    };
 }
 /** The request with its body (UTF-8 text) gzip-compressed by the runtime's `CompressionStream`. */
 async function gzipped(init) {

@@ -5,14 +5,14 @@
  *   await logEvent(1, 'B08XXXX', 'view', { page: 'product_detail' });
  */
 import { EventClient, type EventClientOptions } from './client.js';
-import type { EventType, FlushResult, LogEventResponse, Metadata } from './types.js';
+import type { EventType, FlushResult, IdentifyResponse, LogEventResponse, Metadata } from './types.js';
 export { EventClient, type EventClientOptions } from './client.js';
 export { EventDeliveryError, EventRejectedError } from './errors.js';
 export { BEACON_MAX_BYTES } from './beacon.js';
 export { MAX_BATCH_EVENTS } from './queue.js';
 export { backoffDelay, isRetryableStatus, parseRetryAfter, retryDelay, type RetryPolicy } from './retry.js';
 export { newEventId } from './uuid.js';
-export { EVENT_TYPES, type ApiErrorBody, type ApiErrorDetail, type BatchResponse, type BatchResult, type EventPayload, type EventType, type FlushResult, type LogEventResponse, type Metadata, type QueuedEvent, type RejectedEvent, } from './types.js';
+export { EVENT_TYPES, type ApiErrorBody, type ApiErrorDetail, type BatchResponse, type BatchResult, type EventPayload, type EventType, type FlushResult, type IdentifyResponse, type IdStorage, type LogEventResponse, type Metadata, type QueuedEvent, type RejectedEvent, type UserContext, } from './types.js';
 /**
  * Sets the options of the default client behind the module-level `logEvent`, `track` and
  * `flush`, and returns it. A previous default client is closed (its queue sent).
@@ -24,10 +24,15 @@ export declare function getClient(): EventClient;
  * The seed's function, same signature and answer: posts one event to `/api/event` and resolves to
  * the parsed JSON, `{"success": true, "message": "Event logged: view"}`. Unlike the seed it retries
  * network errors, 408, 429 and 5xx with the same `event_id`, and it throws `EventRejectedError`
- * on any other 4xx instead of resolving to the error body.
+ * on any other 4xx instead of resolving to the error body. Without a `userId` (a visitor who has not
+ * logged in) the event carries the client's anonymous id, or the user `identify` named.
  */
-export declare function logEvent(userId: number, asin: string, eventType: 'view' | 'click' | 'add_to_cart' | 'purchase' | 'rate', metadata?: Record<string, any>): Promise<LogEventResponse>;
+export declare function logEvent(userId: number | null | undefined, asin: string, eventType: 'view' | 'click' | 'add_to_cart' | 'purchase' | 'rate', metadata?: Record<string, any>): Promise<LogEventResponse>;
 /** Queues an event on the default client; returns its `event_id`. */
-export declare function track(userId: number, asin: string, eventType: EventType, metadata?: Metadata): string;
+export declare function track(userId: number | null | undefined, asin: string, eventType: EventType, metadata?: Metadata): string;
+/** The visitor logged in: see `EventClient.identify`. */
+export declare function identify(userId: number): Promise<IdentifyResponse>;
+/** The user logged out: see `EventClient.reset`. */
+export declare function reset(): void;
 /** Sends the default client's queue now. */
 export declare function flush(): Promise<FlushResult>;

@@ -33,7 +33,8 @@ export function getClient() {
  * The seed's function, same signature and answer: posts one event to `/api/event` and resolves to
  * the parsed JSON, `{"success": true, "message": "Event logged: view"}`. Unlike the seed it retries
  * network errors, 408, 429 and 5xx with the same `event_id`, and it throws `EventRejectedError`
- * on any other 4xx instead of resolving to the error body.
+ * on any other 4xx instead of resolving to the error body. Without a `userId` (a visitor who has not
+ * logged in) the event carries the client's anonymous id, or the user `identify` named.
  */
 export function logEvent(userId, asin, eventType, metadata) {
     return getClient().logEvent(userId, asin, eventType, metadata);
@@ -41,6 +42,14 @@ export function logEvent(userId, asin, eventType, metadata) {
 /** Queues an event on the default client; returns its `event_id`. */
 export function track(userId, asin, eventType, metadata) {
     return getClient().track(userId, asin, eventType, metadata);
+}
+/** The visitor logged in: see `EventClient.identify`. */
+export function identify(userId) {
+    return getClient().identify(userId);
+}
+/** The user logged out: see `EventClient.reset`. */
+export function reset() {
+    getClient().reset();
 }
 /** Sends the default client's queue now. */
 export function flush() {

@@ -3,9 +3,14 @@ export type EventType = 'view' | 'click' | 'add_to_cart' | 'purchase' | 'rate';
 export declare const EVENT_TYPES: readonly EventType[];
 /** Free-form event details: a JSON object of at most 8 KiB, 8 levels deep, 128 keys. */
 export type Metadata = Record<string, any>;
-/** One event as the service takes it (`POST /api/event`, or one element of `POST /api/events`). */
+/**
+ * One event as the service takes it (`POST /api/event`, or one element of `POST /api/events`).
+ * Exactly one of `user_id` (a logged-in user) and `anonymous_id` (a visitor) names who did it.
+ */
 export interface EventPayload {
-    user_id: number;
+    user_id?: number;
+    /** A visitor's id before they log in: 1 to 64 letters, digits, `-`, `_` or `.`. */
+    anonymous_id?: string;
     asin: string;
     event_type: EventType;
     metadata?: Metadata;
@@ -23,6 +28,25 @@ export interface EventPayload {
 export interface QueuedEvent extends EventPayload {
     event_id: string;
     timestamp: string;
+}
+/** A user's realtime context, as `POST /api/identify` answers it after the merge. */
+export interface UserContext {
+    recent_items: string[];
+    recent_categories: Record<string, number>;
+    last_active: string | null;
+    purchased: string[];
+}
+/** The answer to `POST /api/identify`. */
+export interface IdentifyResponse {
+    user_id: number;
+    anonymous_id: string;
+    context: UserContext;
+}
+/** Where the client keeps the visitor's anonymous id and the identified user: `localStorage`'s shape. */
+export interface IdStorage {
+    getItem(key: string): string | null;
+    setItem(key: string, value: string): void;
+    removeItem(key: string): void;
 }
 /** The answer to `POST /api/event`: exactly `{"success": true, "message": "Event logged: view"}`. */
 export interface LogEventResponse {

@@ -9,6 +9,8 @@ import type {
   EventPayload,
   EventType,
   FlushResult,
+  IdentifyResponse,
+  IdStorage,
   LogEventResponse,
   Metadata,
   QueuedEvent,
@@ -48,6 +50,11 @@ export interface EventClientOptions {
    * right: the service removes its error, measured between `sent_at` and its own clock.
    */
   now?: () => number;
+  /**
+   * Where the visitor's anonymous id and the identified user id are kept between page loads.
+   * Default `localStorage` where the runtime has it, else memory (a new visitor per process).
+   */
+  storage?: IdStorage;
   /** Queue: flush with sendBeacon (or a keepalive fetch) when the page is hidden. Default true. */
   flushOnPageHide?: boolean;
   /** Queue: an event the service refused (invalid field, ...). It is not sent again. */
@@ -81,6 +88,7 @@ export class EventClient {
   private readonly now: () => number;
   private readonly queue: EventQueue;
   private readonly unwatch: () => void;
+  private readonly storage: IdStorage;
 
   constructor(options: EventClientOptions = {}) {
     this.baseUrl = (options.baseUrl ?? DEFAULTS.baseUrl).replace(/\/+$/, '');
@@ -94,6 +102,7 @@ export class EventClient {
     this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
     this.compressAboveBytes = Math.max(0, options.compressAboveBytes ?? DEFAULTS.compressAboveBytes);
     this.now = options.now ?? Date.now;
+    this.storage = options.storage ?? defaultStorage();
     const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
     this.queue = new EventQueue((events) => this.sendBatch(events), {
       maxBatch,
@@ -114,8 +123,8 @@ export class EventClient {
    * a `timestamp`, so that it is stored at the time of the call whenever an attempt lands.
    * Throws `EventRejectedError` on any other 4xx, `EventDeliveryError` when the retries run out.
    */
-  logEvent(userId: number, asin: string, eventType: EventType, metadata?: Metadata): Promise<LogEventResponse> {
-    return this.send({ user_id: userId, asin, event_type: eventType, metadata });
+  logEvent(userId: number | null | undefined, asin: string, eventType: EventType, metadata?: Metadata): Promise<LogEventResponse> {
+    return this.send({ ...this.actor(userId), asin, event_type: eventType, metadata });
   }
 
   /** `logEvent` for a whole event; an `event_id` and a `timestamp` are added when it has none. */
@@ -136,9 +145,9 @@ export class EventClient {
    * Queues an event for the next batch and returns its `event_id`. The queue is sent when
    * `maxBatch` events wait, after `flushIntervalMs`, on `flush()`, and when the page is hidden.
    */
-  track(userId: number, asin: string, eventType: EventType, metadata?: Metadata): string {
+  track(userId: number | null | undefined, asin: string, eventType: EventType, metadata?: Metadata): string {
     const event: QueuedEvent = {
-      user_id: userId,
+      ...this.actor(userId),
       asin,
       event_type: eventType,
       event_id: newEventId(),
@@ -147,6 +156,50 @@ export class EventClient {
     if (metadata !== undefined) event.metadata = metadata;
     this.queue.push(event);
     return event.event_id;
+  }
+
+  /**
+   * The visitor's anonymous id: the one kept in `storage`, or a new one (a UUIDv7), kept there.
+   * Events logged without a user id carry it until `identify` is called.
+   */
+  get anonymousId(): string {
+    let id = this.storage.getItem(ANONYMOUS_ID_KEY);
+    if (id === null || !/^[A-Za-z0-9._-]{1,64}$/.test(id)) {
+      id = newEventId(this.now());
+      this.storage.setItem(ANONYMOUS_ID_KEY, id);
+    }
+    return id;
+  }
+
+  /** The user `identify` named, until `reset`; events logged without a user id carry it. */
+  get userId(): number | undefined {
+    const stored = Number(this.storage.getItem(USER_ID_KEY) ?? NaN);
+    return Number.isSafeInteger(stored) && stored > 0 ? stored : undefined;
+  }
+
+  /**
+   * The visitor logged in as `userId`: the service merges the visitor's context into the user's
+   * and attributes the visitor's stored events to the user. Events already queued are sent first;
+   * from now on, events logged without a user id carry `userId`. Retried like `logEvent`.
+   */
+  async identify(userId: number): Promise<IdentifyResponse> {
+    if (this.queue.size > 0) await this.queue.flush();
+    const anonymousId = this.anonymousId;
+    const answer = await this.post<IdentifyResponse>('/api/identify', { anonymous_id: anonymousId, user_id: userId }, this.policy.maxRetries);
+    this.storage.setItem(USER_ID_KEY, String(userId));
+    return answer;
+  }
+
+  /** The user logged out: forget them, and start a new visitor (a new anonymous id). */
+  reset(): void {
+    this.storage.removeItem(USER_ID_KEY);
+    this.storage.setItem(ANONYMOUS_ID_KEY, newEventId(this.now()));
+  }
+
+  /** Who an event is by: the user given, else the identified user, else the visitor. */
+  private actor(userId: number | null | undefined): { user_id: number } | { anonymous_id: string } {
+    const user = userId ?? this.userId;
+    return user !== undefined ? { user_id: user } : { anonymous_id: this.anonymousId };
   }
 
   /** Sends every queued event now; resolves when the service has answered for them (or gave up). */
@@ -246,6 +299,28 @@ export class EventClient {
       if (timer !== undefined) clearTimeout(timer);
     }
   }
+}
+
+const ANONYMOUS_ID_KEY = 'event-ingest.anonymous_id';
+const USER_ID_KEY = 'event-ingest.user_id';
+
+/** `localStorage` where the runtime has one that works (it throws in some private modes), else memory. */
+function defaultStorage(): IdStorage {
+  try {
+    const storage = (globalThis as { localStorage?: IdStorage }).localStorage;
+    if (storage !== undefined) {
+      storage.getItem(ANONYMOUS_ID_KEY);
+      return storage;
+    }
+  } catch {
+    // unavailable: memory it is
+  }
+  const memory = new Map<string, string>();
+  return {
+    getItem: (key) => memory.get(key) ?? null,
+    setItem: (key, value) => void memory.set(key, value),
+    removeItem: (key) => void memory.delete(key),
+  };
 }
 
 /** The request with its body (UTF-8 text) gzip-compressed by the runtime's `CompressionStream`. */

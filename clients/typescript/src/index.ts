@@ -5,7 +5,7 @@
  *   await logEvent(1, 'B08XXXX', 'view', { page: 'product_detail' });
  */
 import { EventClient, type EventClientOptions } from './client.js';
-import type { EventType, FlushResult, LogEventResponse, Metadata } from './types.js';
+import type { EventType, FlushResult, IdentifyResponse, LogEventResponse, Metadata } from './types.js';
 
 export { EventClient, type EventClientOptions } from './client.js';
 export { EventDeliveryError, EventRejectedError } from './errors.js';
@@ -22,10 +22,13 @@ export {
   type EventPayload,
   type EventType,
   type FlushResult,
+  type IdentifyResponse,
+  type IdStorage,
   type LogEventResponse,
   type Metadata,
   type QueuedEvent,
   type RejectedEvent,
+  type UserContext,
 } from './types.js';
 
 let defaultClient: EventClient | undefined;
@@ -51,10 +54,11 @@ export function getClient(): EventClient {
  * The seed's function, same signature and answer: posts one event to `/api/event` and resolves to
  * the parsed JSON, `{"success": true, "message": "Event logged: view"}`. Unlike the seed it retries
  * network errors, 408, 429 and 5xx with the same `event_id`, and it throws `EventRejectedError`
- * on any other 4xx instead of resolving to the error body.
+ * on any other 4xx instead of resolving to the error body. Without a `userId` (a visitor who has not
+ * logged in) the event carries the client's anonymous id, or the user `identify` named.
  */
 export function logEvent(
-  userId: number,
+  userId: number | null | undefined,
   asin: string,
   eventType: 'view' | 'click' | 'add_to_cart' | 'purchase' | 'rate',
   metadata?: Record<string, any>,
@@ -63,8 +67,18 @@ export function logEvent(
 }
 
 /** Queues an event on the default client; returns its `event_id`. */
-export function track(userId: number, asin: string, eventType: EventType, metadata?: Metadata): string {
+export function track(userId: number | null | undefined, asin: string, eventType: EventType, metadata?: Metadata): string {
   return getClient().track(userId, asin, eventType, metadata);
+}
+
+/** The visitor logged in: see `EventClient.identify`. */
+export function identify(userId: number): Promise<IdentifyResponse> {
+  return getClient().identify(userId);
+}
+
+/** The user logged out: see `EventClient.reset`. */
+export function reset(): void {
+  getClient().reset();
 }
 
 /** Sends the default client's queue now. */
