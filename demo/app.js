@@ -1,5 +1,7 @@
 // The demo page: products from the catalogue, events logged through the TypeScript client, and
-// the user's live context and re-ranked list, refreshed after every event and every 2 seconds.
+// the live context and re-ranked list, refreshed after every event and every 2 seconds. The page
+// starts as a visitor (the client's anonymous id); "Log in" identifies them as the user typed,
+// which merges the visitor's context into the user's; "Log out" starts a new visitor.
 import { EventClient } from "/demo/client/index.js";
 
 const client = new EventClient({ baseUrl: location.origin });
@@ -12,14 +14,43 @@ function hue(category) {
   return hues.get(category);
 }
 
-function userId() {
-  return Number($("user").value);
+function randomUser() {
+  $("user").value = String(100000 + Math.floor(Math.random() * 900000));
 }
 
-function newUser() {
-  $("user").value = String(100000 + Math.floor(Math.random() * 900000));
-  localStorage.setItem("demo-user", $("user").value);
+/** Who the page acts as: the logged-in user, else the visitor. */
+function actor() {
+  const user = client.userId;
+  return user !== undefined ? { user_id: user } : { anonymous_id: client.anonymousId };
+}
+
+function showWho() {
+  const user = client.userId;
+  $("who").textContent = user !== undefined ? `User ${user}` : `Visitor ${client.anonymousId.slice(0, 13)}…`;
+  $("who").dataset.kind = user !== undefined ? "user" : "visitor";
+  $("login").disabled = user !== undefined;
+  $("logout").disabled = user === undefined;
+}
+
+async function logIn() {
+  const user = Number($("user").value);
+  const line = el("li", { textContent: `identify ${user} …` });
+  $("log").prepend(line);
+  try {
+    await client.identify(user);
+    line.textContent = `identify ${user} ✓`;
+  } catch (error) {
+    line.textContent = `identify ${user} ✗ ${error.message}`;
+  }
+  showWho();
+  refresh();
+}
+
+function logOut() {
+  client.reset();
+  randomUser();
   $("log").replaceChildren();
+  showWho();
   refresh();
 }
 
@@ -62,7 +93,7 @@ async function send(product, type) {
   const line = el("li", { textContent: `${type} ${product.asin} …` });
   $("log").prepend(line);
   try {
-    await client.logEvent(userId(), product.asin, type, { page: "demo" });
+    await client.logEvent(undefined, product.asin, type, { page: "demo" });
     line.textContent = `${type} ${product.asin} ✓`;
   } catch (error) {
     line.textContent = `${type} ${product.asin} ✗ ${error.message}`;
@@ -71,16 +102,16 @@ async function send(product, type) {
 }
 
 async function refresh() {
-  const user = userId();
-  if (!user) return;
+  const who = actor();
+  const contextUrl = who.user_id !== undefined ? `/api/users/${who.user_id}/context` : `/api/visitors/${who.anonymous_id}/context`;
   const [context, reranked] = await Promise.all([
-    fetch(`/api/users/${user}/context`).then((r) => r.json()),
+    fetch(contextUrl).then((r) => r.json()),
     fetch("/api/rerank", {
       method: "POST",
       headers: { "content-type": "application/json" },
       // A recommender's ranking of the grid, in grid order, with close scores: the context's
       // boosts and penalties are enough to move items many places.
-      body: JSON.stringify({ user_id: user, items: products.map((p, i) => ({ asin: p.asin, score: 0.9 - i * 0.005 })) }),
+      body: JSON.stringify({ ...who, items: products.map((p, i) => ({ asin: p.asin, score: 0.9 - i * 0.005 })) }),
     }).then((r) => r.json()),
   ]);
   renderContext(context);
@@ -137,13 +168,11 @@ function renderReranked(answer) {
 }
 
 async function main() {
-  $("user").value = localStorage.getItem("demo-user") ?? "";
-  if (!userId()) newUser();
-  $("new-user").addEventListener("click", newUser);
-  $("user").addEventListener("change", () => {
-    localStorage.setItem("demo-user", $("user").value);
-    refresh();
-  });
+  if (client.userId !== undefined) $("user").value = String(client.userId);
+  else randomUser();
+  showWho();
+  $("login").addEventListener("click", logIn);
+  $("logout").addEventListener("click", logOut);
   products = await fetch("/demo/products").then((r) => r.json());
   renderGrid();
   await refresh();

@@ -1,5 +1,5 @@
-// The demo page in a real browser: a short shopping session, then the live context, the re-ranked
-// list and PostgreSQL must show it. Started by scripts/browser-test, which passes BASE_URL,
+// The demo page in a real browser: a visitor browses, logs in and buys; then the live context, the
+// re-ranked list and PostgreSQL must show the whole session as the user's. Started by scripts/browser-test, which passes BASE_URL,
 // DATABASE_URL and SCREENSHOT.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -24,7 +24,7 @@ async function eventually(what, check, seconds = 20) {
   }
 }
 
-test("a short session shows up in the context, the re-ranked list and PostgreSQL", async () => {
+test("a visitor who browses, logs in and buys shows up in the context, the re-ranked list and PostgreSQL", async () => {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -43,9 +43,10 @@ test("a short session shows up in the context, the re-ranked list and PostgreSQL
     });
     await page.goto(`${base}/demo/`);
     await page.waitForSelector("body[data-ready=true]");
-    await page.click("#new-user");
+    // A fresh browser profile: a new visitor, with an anonymous id the client keeps.
+    assert.equal(await page.getAttribute("#who", "data-kind"), "visitor");
     const user = Number(await page.inputValue("#user"));
-    await eventually("an empty context for the new user", async () =>
+    await eventually("an empty context for the new visitor", async () =>
       (await page.locator("#recent li").count()) === 0);
     assert.match(await page.textContent("#rerank-note"), /No recent activity/);
 
@@ -59,10 +60,20 @@ test("a short session shows up in the context, the re-ranked list and PostgreSQL
 
     for (const item of clicked) await card(item.asin).locator(".title").click();
     await card(clicked[0].asin).locator("[data-action=add_to_cart]").click();
+    await eventually("the visitor's four events in the log", async () =>
+      (await page.locator("#log li", { hasText: "✓" }).count()) === 4);
+    await eventually("the visitor's context", async () =>
+      (await page.locator("#recent li").count()) === 4);
+    const visitor = await page.evaluate(() => localStorage.getItem("event-ingest.anonymous_id"));
+
+    // Log in: the visitor's context becomes the user's.
+    await page.click("#login");
+    await eventually("the identification", async () =>
+      (await page.getAttribute("#who", "data-kind")) === "user");
     const bought = cards.find((c) => c.category === other);
     await card(bought.asin).locator("[data-action=purchase]").click();
-    await eventually("five events in the log", async () =>
-      (await page.locator("#log li", { hasText: "✓" }).count()) === 5);
+    await eventually("four events, the login and the purchase in the log", async () =>
+      (await page.locator("#log li", { hasText: "✓" }).count()) === 6);
 
     // The live context: newest first, counts by category.
     await eventually("the context panel to show the session", async () =>
@@ -87,17 +98,20 @@ test("a short session shows up in the context, the re-ranked list and PostgreSQL
     assert.ok(reranked[0].originalRank > 0, "it rose from further down");
     assert.ok(await page.locator("#reranked .up").count() > 0);
 
-    // PostgreSQL: the five events, once each, enriched.
-    const rows = await eventually("the events in PostgreSQL", async () => {
+    // PostgreSQL: the five events, once each, enriched, all the user's: the visitor's four were
+    // attributed in the background, and keep the anonymous id.
+    const rows = await eventually("the events in PostgreSQL, attributed to the user", async () => {
       const out = sql(`SELECT event_type || ' ' || asin || ' ' || coalesce(metadata->>'category', '-') FROM interaction_logs WHERE user_id = ${user} ORDER BY ts`);
       const lines = out ? out.split("\n") : [];
       return lines.length === 5 ? lines : null;
     });
     assert.deepEqual(rows.map((r) => r.split(" ")[0]), ["click", "click", "click", "add_to_cart", "purchase"]);
     assert.ok(rows.every((r) => !r.endsWith(" -")), "every row has its category");
+    assert.equal(sql(`SELECT count(*) FROM interaction_logs WHERE anonymous_id = '${visitor}' AND user_id = ${user}`), "4");
 
     // Each event carried the browser's times, and is stored at the time it happened.
     assert.equal(sent.length, 5);
+    assert.deepEqual(sent.map((e) => e.anonymous_id ?? e.user_id), [visitor, visitor, visitor, visitor, user]);
     for (const event of sent) {
       assert.ok(Date.parse(event.timestamp) <= Date.parse(event.sent_at), JSON.stringify(event));
       const stored = Number(sql(`SELECT (extract(epoch FROM ts) * 1000)::bigint FROM interaction_logs WHERE event_id = '${event.event_id}'`));
