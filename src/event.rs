@@ -194,10 +194,7 @@ impl fmt::Display for AnonymousId {
 }
 
 /// Who did something: a known user, or a visitor who has not logged in. A request names exactly
-/// one, as `user_id` or `anonymous_id`.
-///
-/// In the hand-off's records an actor is the value of `user_id`: a number for a user (as before
-/// visitors existed, so older records still read), a string for a visitor.
+/// one, as `user_id` or `anonymous_id`, and so does an event's record in the hand-off.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Actor {
     User(UserId),
@@ -254,40 +251,6 @@ impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (kind, id) = self.parts();
         write!(f, "{kind} {id}")
-    }
-}
-
-impl Serialize for Actor {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Actor::User(id) => serializer.serialize_i64(id.get()),
-            Actor::Visitor(id) => serializer.serialize_str(id.as_str()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Actor {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ActorVisitor;
-        impl serde::de::Visitor<'_> for ActorVisitor {
-            type Value = Actor;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a positive user id or an anonymous id")
-            }
-            fn visit_i64<E: serde::de::Error>(self, id: i64) -> Result<Actor, E> {
-                UserId::new(id).map(Actor::User).map_err(E::custom)
-            }
-            fn visit_u64<E: serde::de::Error>(self, id: u64) -> Result<Actor, E> {
-                let id = i64::try_from(id).map_err(E::custom)?;
-                self.visit_i64(id)
-            }
-            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<Actor, E> {
-                AnonymousId::new(id.to_owned())
-                    .map(Actor::Visitor)
-                    .map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(ActorVisitor)
     }
 }
 
@@ -672,13 +635,15 @@ fn check_text(text: &str) -> Result<(), InvalidEvent> {
 }
 
 /// An accepted interaction, as it travels through the pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its record in the hand-off is its JSON ([`EventRecord`]): the fields below, with the actor as
+/// `user_id` (a user, as before visitors existed) or `anonymous_id` (a visitor).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "EventRecord")]
 pub struct Event {
     /// The idempotency key: the client's, or one the service assigned (UUIDv7, time-ordered).
     pub event_id: Uuid,
-    /// Who: a user, or a visitor. Named `user_id` in the records, for those written before
-    /// visitors existed ([`Actor`]).
-    #[serde(rename = "user_id")]
+    /// Who: a user, or a visitor.
     pub actor: Actor,
     pub asin: Asin,
     pub event_type: EventType,
@@ -688,11 +653,78 @@ pub struct Event {
     /// When the event happened, settled once at acceptance by [`Arrival::event_time`] and carried
     /// with the event, so that a replay stores the same time. Records journaled before this
     /// field existed lack it: their time is `received_at`. Read it with [`Event::ts`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     ts: Option<DateTime<Utc>>,
     /// Whether the client chose the event id (and so may send the same event again).
-    #[serde(skip)]
     pub client_event_id: bool,
+}
+
+/// An event's record in the hand-off, as written: exactly one of `user_id` and `anonymous_id`.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    event_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous_id: Option<&'a AnonymousId>,
+    asin: &'a Asin,
+    event_type: EventType,
+    metadata: Option<&'a Metadata>,
+    received_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<DateTime<Utc>>,
+}
+
+/// An event's record in the hand-off, as read.
+#[derive(Deserialize)]
+struct EventRecord {
+    event_id: Uuid,
+    #[serde(default)]
+    user_id: Option<UserId>,
+    #[serde(default)]
+    anonymous_id: Option<AnonymousId>,
+    asin: Asin,
+    event_type: EventType,
+    metadata: Option<Metadata>,
+    received_at: DateTime<Utc>,
+    #[serde(default)]
+    ts: Option<DateTime<Utc>>,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RecordOut {
+            event_id: self.event_id,
+            user_id: self.actor.user(),
+            anonymous_id: self.actor.visitor(),
+            asin: &self.asin,
+            event_type: self.event_type,
+            metadata: self.metadata.as_ref(),
+            received_at: self.received_at,
+            ts: self.ts,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl TryFrom<EventRecord> for Event {
+    type Error = &'static str;
+    fn try_from(record: EventRecord) -> Result<Self, Self::Error> {
+        let actor = match (record.user_id, record.anonymous_id) {
+            (Some(user), None) => Actor::User(user),
+            (None, Some(visitor)) => Actor::Visitor(visitor),
+            _ => return Err("an event record names exactly one of user_id and anonymous_id"),
+        };
+        Ok(Self {
+            event_id: record.event_id,
+            actor,
+            asin: record.asin,
+            event_type: record.event_type,
+            metadata: record.metadata,
+            received_at: record.received_at,
+            ts: record.ts,
+            client_event_id: false,
+        })
+    }
 }
 
 impl Event {
@@ -1043,9 +1075,12 @@ mod tests {
             Actor::Visitor(AnonymousId::new("v-1.a_B".to_owned()).unwrap())
         );
         let text = serde_json::to_string(&event).unwrap();
-        assert!(text.contains(r#""user_id":"v-1.a_B""#), "{text}");
+        assert!(text.contains(r#""anonymous_id":"v-1.a_B""#), "{text}");
+        assert!(!text.contains("user_id"), "{text}");
         let back: Event = serde_json::from_str(&text).unwrap();
         assert_eq!(back, event);
+        let both = text.replacen('{', r#"{"user_id":1,"#, 1);
+        assert!(serde_json::from_str::<Event>(&both).is_err(), "{both}");
     }
 
     #[test]

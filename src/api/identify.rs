@@ -27,7 +27,7 @@ pub struct Identified {
 /// the user's (recent items newest first and capped, category counts added, purchases joined)
 /// and the visitor's keys deleted; the identification is made durable like an event, and the
 /// writer then attributes the visitor's stored events (and any that arrive later) to the user.
-/// Idempotent: call it again after a 503.
+/// Safe to call again after a 503: what was merged once is not merged twice.
 #[utoipa::path(
     post, path = "/api/identify", tag = "context",
     request_body = IdentifyRequest,

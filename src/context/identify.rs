@@ -1,17 +1,35 @@
 //! Merging a visitor's context into the user's when the visitor logs in (`POST /api/identify`).
 //!
-//! Three steps, each one call: read the visitor's keys, merge them into the user's with a script
-//! (atomic on the user's side, where concurrent events land), then delete the visitor's keys. The
-//! visitor's and the user's keys lie in different slots of a Redis Cluster, so the steps cannot be
-//! one script; a visitor's event arriving between the first and the last step is missed by the
-//! context (never by PostgreSQL). The visitor's `event_ids` stay until they expire, so that a
+//! Two steps, each one script call: take the visitor's keys (read and delete them at once), then
+//! merge what was taken into the user's (atomic on the user's side, where concurrent events land).
+//! The visitor's and the user's keys lie in different slots of a Redis Cluster, so the steps
+//! cannot be one script.
+//!
+//! Taking first makes a repeated identification harmless: a retry, or a second tab identifying
+//! at the same moment, finds nothing left to merge, so nothing is counted twice. The price: if
+//! Redis fails between the two steps, the visitor's short-term context is lost (their events are
+//! in PostgreSQL all the same). The visitor's `event_ids` stay until they expire, so that a
 //! retried visitor event is still counted once.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
+
+use redis::Script;
 
 use super::{ContextError, ContextStore, PURCHASED_CAP, UserContext};
 use crate::event::{Actor, AnonymousId, UserId};
+
+/// Takes a visitor's context: reads the four keys and deletes them. KEYS: the visitor's
+/// recent_items, recent_categories, last_active, purchased. ARGV: the oldest purchase time kept
+/// (ms). Returns the items, the categories as (name, count) pairs, last_active (or ''), and the
+/// purchases as (asin, time) pairs.
+pub const TAKE_SCRIPT: &str = r"
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local categories = redis.call('HGETALL', KEYS[2])
+local last = redis.call('GET', KEYS[3]) or ''
+local purchased = redis.call('ZRANGEBYSCORE', KEYS[4], ARGV[1], '+inf', 'WITHSCORES')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return {items, categories, last, purchased}
+";
 
 /// Merges a visitor's context (passed in ARGV) into a user's. KEYS: the user's recent_items,
 /// recent_categories, last_active, purchased. ARGV: the TTL, the list cap, '1' for a distinct
@@ -58,7 +76,10 @@ if n > 0 then
     end
   end
   redis.call('DEL', KEYS[1])
-  redis.call('RPUSH', KEYS[1], unpack(merged))
+  -- In steps: Lua's unpack gives at most a few thousand values at once, and the cap allows more.
+  for j = 1, #merged, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(merged, j, math.min(j + 999, #merged)))
+  end
   redis.call('EXPIRE', KEYS[1], ttl)
 end
 if last ~= '' and not (previous and previous > last) then
@@ -67,7 +88,7 @@ end
 return 1
 ";
 
-/// The visitor's keys that move to the user (`event_ids` stays; see the module's note).
+/// The keys that move from the visitor to the user (`event_ids` stays; see the module's note).
 const MOVED: [&str; 4] = [
     "recent_items",
     "recent_categories",
@@ -83,31 +104,27 @@ impl ContextStore {
         visitor: &AnonymousId,
         user: UserId,
     ) -> Result<UserContext, ContextError> {
+        static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_SCRIPT));
+        static MERGE: LazyLock<Script> = LazyLock::new(|| Script::new(MERGE_SCRIPT));
         let redis = &self.redis;
         let (visitor, user) = (Actor::Visitor(visitor.clone()), Actor::User(user));
         let bought_since = chrono::Utc::now().timestamp_millis()
             - redis.config.purchased_ttl.as_millis().min(i64::MAX as u128) as i64;
-        let mut read = redis::pipe();
-        read.lrange(self.key(&visitor, "recent_items"), 0, -1)
-            .hgetall(self.key(&visitor, "recent_categories"))
-            .get(self.key(&visitor, "last_active"))
-            .zrangebyscore_withscores(self.key(&visitor, "purchased"), bought_since, "+inf");
-        type Read = (
-            Vec<String>,
-            HashMap<String, i64>,
-            Option<String>,
-            Vec<(String, i64)>,
-        );
-        let (items, categories, last_active, purchased): Read = redis
+        let mut take = TAKE.prepare_invoke();
+        for name in MOVED {
+            take.key(self.key(&visitor, name));
+        }
+        take.arg(bought_since);
+        // Flat (name, count) and (asin, time) pairs, as HGETALL and WITHSCORES give them.
+        type Taken = (Vec<String>, Vec<String>, String, Vec<String>);
+        let (items, categories, last_active, purchased): Taken = redis
             .call("identify", async {
                 let mut connection = redis.backend.connection().await?;
-                read.query_async(&mut connection).await
+                take.invoke_async(&mut connection).await
             })
             .await?;
 
-        let now = chrono::Utc::now();
-        static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(MERGE_SCRIPT));
-        let mut merge = SCRIPT.prepare_invoke();
+        let mut merge = MERGE.prepare_invoke();
         for name in MOVED {
             merge.key(self.key(&user, name));
         }
@@ -121,26 +138,19 @@ impl ContextStore {
             })
             .arg(redis.config.purchased_ttl.as_secs().max(1))
             .arg(PURCHASED_CAP)
-            .arg(now.timestamp_millis())
-            .arg(last_active.unwrap_or_default())
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(last_active)
             .arg(items.len())
             .arg(&items)
-            .arg(categories.len());
-        for (category, count) in &categories {
-            merge.arg(category).arg(count);
-        }
-        for (asin, ms) in &purchased {
-            merge.arg(ms).arg(asin);
-        }
-        let mut delete = redis::cmd("DEL");
-        for name in MOVED {
-            delete.arg(self.key(&visitor, name));
+            .arg(categories.len() / 2)
+            .arg(&categories);
+        for pair in purchased.chunks_exact(2) {
+            merge.arg(&pair[1]).arg(&pair[0]);
         }
         redis
             .call("identify", async {
                 let mut connection = redis.backend.connection().await?;
-                merge.invoke_async::<()>(&mut connection).await?;
-                delete.query_async::<()>(&mut connection).await
+                merge.invoke_async::<()>(&mut connection).await
             })
             .await?;
         self.load(&user).await

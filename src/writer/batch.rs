@@ -140,10 +140,15 @@ impl BatchWriter {
             .iter()
             .map(|i| i.identified_at.naive_utc())
             .collect();
+        // Sorted, as `write` inserts them: two transactions inserting the same users in
+        // different orders could deadlock.
+        let mut new_users = users.clone();
+        new_users.sort_unstable();
+        new_users.dedup();
         let mut tx = self.pool.begin().await?;
         lock_visitors(&mut tx, &visitors).await?;
         sqlx::query("INSERT INTO users (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
-            .bind(&users)
+            .bind(&new_users)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
@@ -164,7 +169,7 @@ impl BatchWriter {
         .await?
         .rows_affected();
         tx.commit().await?;
-        for user in users {
+        for user in new_users {
             self.known_users.insert(user, ());
         }
         Ok(attributed)

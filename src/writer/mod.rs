@@ -298,14 +298,15 @@ impl Storer {
         if events.is_empty() {
             return Vec::new();
         }
-        let started = Instant::now();
         let written = self
-            .until_done("batch", events.len(), |thorough| {
-                self.batches.write(events, thorough)
+            .until_done("batch", events.len(), |thorough| async move {
+                let started = Instant::now();
+                let stored = self.batches.write(events, thorough).await?;
+                Ok((stored, started))
             })
             .await;
         match written {
-            Ok(stored) => {
+            Ok((stored, started)) => {
                 record_written(events.len(), stored, started);
                 Vec::new()
             }

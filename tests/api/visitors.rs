@@ -146,10 +146,18 @@ async fn identify_merges_the_context_and_attributes_the_visitors_rows() {
     visit(&app, "v-2", CHARGER, "view").await;
     wait_until_attributed(&app, 5).await;
 
-    // Again, and as another user: the first identification stands.
-    assert_eq!(app.post("/api/identify", &identify).await.0, 200);
+    // Again (a retry, say): only what the visitor did since is merged, nothing twice.
+    let (status, again) = app.post("/api/identify", &identify).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["context"]["recent_categories"],
+        json!({"Cell Phones & Accessories": 2, "Books": 1, "Toys & Games": 2})
+    );
+    // As another user: nothing is left to merge, and PostgreSQL keeps the first identification.
     let other = json!({"anonymous_id": "v-2", "user_id": 8});
-    assert_eq!(app.post("/api/identify", &other).await.0, 200);
+    let (status, answer) = app.post("/api/identify", &other).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["context"]["recent_items"], json!([]));
     let identities: Vec<(String, i64)> =
         sqlx::query_as("SELECT anonymous_id, user_id FROM visitor_identities")
             .fetch_all(&app.pool)
@@ -169,6 +177,31 @@ async fn identify_merges_the_context_and_attributes_the_visitors_rows() {
         stored.iter().all(|(_, user, _)| *user == Some(7)),
         "{stored:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_of_lists_at_the_largest_cap_keeps_them_whole() {
+    let app = TestApp::spawn_with(|s| s.recent_items_cap = 10_000).await;
+    let mut redis = app.redis().await;
+    let visitor: Vec<String> = (0..9_000).map(|i| format!("V{i}")).collect();
+    let user: Vec<String> = (0..2_000).map(|i| format!("U{i}")).collect();
+    let _: () = redis
+        .rpush(format!("{}visitor:v-5:recent_items", app.prefix), &visitor)
+        .await
+        .unwrap();
+    let _: () = redis
+        .rpush(app.key(5, "recent_items"), &user)
+        .await
+        .unwrap();
+    let identify = json!({"anonymous_id": "v-5", "user_id": 5});
+    let (status, answer) = app.post("/api/identify", &identify).await;
+    assert_eq!(status, 200, "{answer}");
+    let merged: Vec<String> = redis
+        .lrange(app.key(5, "recent_items"), 0, -1)
+        .await
+        .unwrap();
+    let expected: Vec<String> = visitor.iter().chain(&user).take(10_000).cloned().collect();
+    assert_eq!(merged, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,8 +88,10 @@ export declare class EventClient {
     get userId(): number | undefined;
     /**
      * The visitor logged in as `userId`: the service merges the visitor's context into the user's
-     * and attributes the visitor's stored events to the user. Events already queued are sent first;
-     * from now on, events logged without a user id carry `userId`. Retried like `logEvent`.
+     * and attributes the visitor's stored events to the user. Events already queued are sent first
+     * (if they cannot be, it throws their delivery error and identifies nobody); from now on, events
+     * logged without a user id carry `userId`. Retried like `logEvent`; calling it again is
+     * harmless. Identifying another user without `reset()` between starts a new visitor first.
      */
     identify(userId: number): Promise<IdentifyResponse>;
     /** The user logged out: forget them, and start a new visitor (a new anonymous id). */

@@ -38,7 +38,7 @@ export class EventClient {
         this.timeoutMs = Math.max(0, options.timeoutMs ?? DEFAULTS.timeoutMs);
         this.compressAboveBytes = Math.max(0, options.compressAboveBytes ?? DEFAULTS.compressAboveBytes);
         this.now = options.now ?? Date.now;
-        this.storage = options.storage ?? defaultStorage();
+        this.storage = mirrored(options.storage ?? defaultStorage());
         const maxBatch = Math.min(MAX_BATCH_EVENTS, Math.max(1, Math.floor(options.maxBatch ?? DEFAULTS.maxBatch)));
         this.queue = new EventQueue((events) => this.sendBatch(events), {
             maxBatch,
@@ -109,12 +109,23 @@ export class EventClient {
     }
     /**
      * The visitor logged in as `userId`: the service merges the visitor's context into the user's
-     * and attributes the visitor's stored events to the user. Events already queued are sent first;
-     * from now on, events logged without a user id carry `userId`. Retried like `logEvent`.
+     * and attributes the visitor's stored events to the user. Events already queued are sent first
+     * (if they cannot be, it throws their delivery error and identifies nobody); from now on, events
+     * logged without a user id carry `userId`. Retried like `logEvent`; calling it again is
+     * harmless. Identifying another user without `reset()` between starts a new visitor first.
      */
     async identify(userId) {
-        if (this.queue.size > 0)
-            await this.queue.flush();
+        // Another user on this visitor (no logout between): a new visitor, so that the first user's
+        // context is not merged into the second's.
+        const current = this.userId;
+        if (current !== undefined && current !== userId)
+            this.reset();
+        if (this.queue.size > 0) {
+            // The visitor's queued events go first, so that their context is there to merge.
+            const flushed = await this.queue.flush();
+            if (flushed.error !== undefined)
+                throw flushed.error;
+        }
         const anonymousId = this.anonymousId;
         const answer = await this.post('/api/identify', { anonymous_id: anonymousId, user_id: userId }, this.policy.maxRetries);
         this.storage.setItem(USER_ID_KEY, String(userId));
@@ -223,23 +234,39 @@ export class EventClient {
 }
 const ANONYMOUS_ID_KEY = 'event-ingest.anonymous_id';
 const USER_ID_KEY = 'event-ingest.user_id';
-/** `localStorage` where the runtime has one that works (it throws in some private modes), else memory. */
+/** `localStorage` where the runtime has one, else nothing (memory only). */
 function defaultStorage() {
     try {
-        const storage = globalThis.localStorage;
-        if (storage !== undefined) {
-            storage.getItem(ANONYMOUS_ID_KEY);
-            return storage;
-        }
+        return globalThis.localStorage;
     }
     catch {
-        // unavailable: memory it is
+        return undefined; // access itself throws in some private modes
     }
+}
+/**
+ * `storage` with a copy in memory: reads prefer what was stored, and a storage that throws (a
+ * full quota, a private mode) or drops writes still keeps the ids for this page's life.
+ */
+function mirrored(storage) {
     const memory = new Map();
+    const attempt = (action) => {
+        try {
+            return action();
+        }
+        catch {
+            return undefined;
+        }
+    };
     return {
-        getItem: (key) => memory.get(key) ?? null,
-        setItem: (key, value) => void memory.set(key, value),
-        removeItem: (key) => void memory.delete(key),
+        getItem: (key) => attempt(() => storage?.getItem(key)) ?? memory.get(key) ?? null,
+        setItem: (key, value) => {
+            memory.set(key, value);
+            attempt(() => storage?.setItem(key, value));
+        },
+        removeItem: (key) => {
+            memory.delete(key);
+            attempt(() => storage?.removeItem(key));
+        },
     };
 }
 /** The request with its body (UTF-8 text) gzip-compressed by the runtime's `CompressionStream`. */

@@ -57,6 +57,33 @@ describe('visitors', () => {
     await client.close();
   });
 
+  it('keeps the anonymous id for the page when storage refuses writes', async () => {
+    const broken = {
+      getItem: () => null,
+      setItem: () => {
+        throw new Error('QuotaExceededError');
+      },
+      removeItem: () => undefined,
+    };
+    const client = new EventClient({ baseUrl: service().baseUrl, storage: broken, flushOnPageHide: false });
+    const id = client.anonymousId;
+    assert.equal(client.anonymousId, id);
+    await client.logEvent(undefined, 'B0TS000001', 'view');
+    await client.close();
+  });
+
+  it('starts a new visitor when another user is identified without a logout', async () => {
+    const storage = memoryStorage();
+    const client = new EventClient({ baseUrl: service().baseUrl, storage, flushOnPageHide: false });
+    const first = client.anonymousId;
+    await client.identify(81);
+    assert.equal(client.anonymousId, first);
+    const answer = await client.identify(82);
+    assert.notEqual(answer.anonymous_id, first);
+    assert.equal(client.userId, 82);
+    await client.close();
+  });
+
   it('does not send an identify the service refuses again', async () => {
     const { fetch, calls } = recordingFetch();
     const client = new EventClient({ baseUrl: service().baseUrl, fetch, storage: memoryStorage(), flushOnPageHide: false });
