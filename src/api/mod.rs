@@ -48,8 +48,11 @@ pub struct Limits {
     pub events: EventRules,
 }
 
-#[derive(Clone)]
-pub struct AppState {
+/// What the API's handlers share, behind one `Arc`: axum clones the state for every request, and
+/// one reference count costs less than the dozen the parts hold.
+pub type AppState = Arc<App>;
+
+pub struct App {
     pub ingest: Ingest,
     pub rerank: Arc<ReRankingService>,
     pub vitals: Vitals,

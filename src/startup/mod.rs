@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::api::access::{AccessConfig, AccessControl};
 use crate::api::limits::RequestLimits;
-use crate::api::{self, AppState, Edge, Limits, Vitals};
+use crate::api::{self, App, Edge, Limits, Vitals};
 use crate::catalogue::Catalogue;
 use crate::config::{HandoffKind, Settings, WriterMode};
 use crate::context::ContextStore;
@@ -120,7 +120,7 @@ impl Application {
             context: Some(context.clone()),
             writer: writer.as_ref().map(WriterHandle::status),
         };
-        let state = AppState {
+        let state = Arc::new(App {
             ingest: Ingest {
                 catalogue,
                 context,
@@ -135,7 +135,7 @@ impl Application {
                 max_batch_events: MAX_BATCH_EVENTS,
                 events: settings.event_rules(),
             },
-        };
+        });
         Ok(Self {
             node: Node {
                 listener: bind(settings.host, settings.port).await?,
