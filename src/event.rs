@@ -669,8 +669,12 @@ struct RecordOut<'a> {
     asin: &'a Asin,
     event_type: EventType,
     metadata: Option<&'a Metadata>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     received_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::serialize_option"
+    )]
     ts: Option<DateTime<Utc>>,
 }
 

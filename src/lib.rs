@@ -14,6 +14,7 @@ pub mod health;
 pub mod ingest;
 pub mod rerank;
 pub mod retry;
+pub mod rfc3339;
 pub mod seed_catalog;
 pub mod server;
 pub mod startup;

@@ -43,6 +43,9 @@ pub struct HttpArgs {
     max_requests: u64,
     #[arg(long, default_value_t = 1000)]
     users: i64,
+    /// Catalogue items the events name (the first this many, by ASIN), at most 20,000.
+    #[arg(long, default_value_t = 20_000)]
+    items: i64,
     /// PostgreSQL URL to read the catalogue's ASINs from.
     #[arg(long, env = "DATABASE_URL")]
     database_url: event_ingest::config::SecretUrl,
@@ -178,7 +181,8 @@ struct Tally {
 
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     let pool = event_ingest::db::connect(&args.database_url, 1).await?;
-    let asins: Vec<String> = sqlx::query_scalar("SELECT asin FROM items ORDER BY asin LIMIT 20000")
+    let asins: Vec<String> = sqlx::query_scalar("SELECT asin FROM items ORDER BY asin LIMIT $1")
+        .bind(args.items.clamp(1, 20_000))
         .fetch_all(&pool)
         .await?;
     anyhow::ensure!(

@@ -152,11 +152,16 @@ pub struct Keys {
 impl Keys {
     /// The key of one of an actor's context entries, e.g. `user:1:recent_items`.
     pub fn key(&self, actor: &Actor, name: &str) -> String {
+        [self.stem(actor).as_str(), name].concat()
+    }
+
+    /// What an actor's keys start with, e.g. `user:1:`: built once for an event's five keys.
+    pub fn stem(&self, actor: &Actor) -> String {
         let (kind, id) = actor.parts();
         if self.hash_tags {
-            format!("{}{kind}:{{{id}}}:{name}", self.prefix)
+            format!("{}{kind}:{{{id}}}:", self.prefix)
         } else {
-            format!("{}{kind}:{id}:{name}", self.prefix)
+            format!("{}{kind}:{id}:", self.prefix)
         }
     }
 }

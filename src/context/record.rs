@@ -91,7 +91,8 @@ pub(super) struct Prepared {
 impl Prepared {
     pub(super) fn new(redis: &Redis, update: &ContextUpdate<'_>) -> Self {
         let event = update.event;
-        let key = |name| redis.config.keys.key(&event.actor, name);
+        let stem = redis.config.keys.stem(&event.actor);
+        let key = |name: &str| [stem.as_str(), name].concat();
         let weight = redis.config.category_weights.of(event.event_type);
         let purchase = if event.event_type == EventType::Purchase {
             "p"
@@ -109,10 +110,7 @@ impl Prepared {
             args: [
                 event.asin.as_str().into(),
                 update.category.unwrap_or_default().into(),
-                event
-                    .ts()
-                    .to_rfc3339_opts(SecondsFormat::Millis, true)
-                    .into(),
+                crate::rfc3339::format(event.ts(), SecondsFormat::Millis).into(),
                 if event.client_event_id {
                     event.event_id.as_bytes().to_vec()
                 } else {
