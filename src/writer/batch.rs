@@ -93,12 +93,7 @@ impl BatchWriter {
             lock_visitors(&mut tx, &rows.visitors).await?;
         }
         if !users.is_empty() {
-            sqlx::query(
-                "INSERT INTO users (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&users)
-            .execute(&mut *tx)
-            .await?;
+            insert_users(&mut tx, &users).await?;
         }
         if !new_items.is_empty() {
             sqlx::query(
@@ -124,9 +119,7 @@ impl BatchWriter {
             .await?
             .rows_affected();
         tx.commit().await?;
-        for user in users {
-            self.known_users.insert(user, ());
-        }
+        self.remember(users);
         Ok(stored)
     }
 
@@ -140,17 +133,12 @@ impl BatchWriter {
             .iter()
             .map(|i| i.identified_at.naive_utc())
             .collect();
-        // Sorted, as `write` inserts them: two transactions inserting the same users in
-        // different orders could deadlock.
         let mut new_users = users.clone();
         new_users.sort_unstable();
         new_users.dedup();
         let mut tx = self.pool.begin().await?;
         lock_visitors(&mut tx, &visitors).await?;
-        sqlx::query("INSERT INTO users (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
-            .bind(&new_users)
-            .execute(&mut *tx)
-            .await?;
+        insert_users(&mut tx, &new_users).await?;
         sqlx::query(
             "INSERT INTO visitor_identities (anonymous_id, user_id, identified_at) \
              SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::timestamp[]) ON CONFLICT (anonymous_id) DO NOTHING",
@@ -169,11 +157,26 @@ impl BatchWriter {
         .await?
         .rows_affected();
         tx.commit().await?;
-        for user in new_users {
-            self.known_users.insert(user, ());
-        }
+        self.remember(new_users);
         Ok(attributed)
     }
+
+    /// Remembers users whose rows a committed transaction created.
+    fn remember(&self, users: Vec<i64>) {
+        for user in users {
+            self.known_users.insert(user, ());
+        }
+    }
+}
+
+/// Creates the `users` rows the foreign key needs; `users` sorted, so that two transactions take
+/// their locks in one order.
+async fn insert_users(tx: &mut sqlx::PgConnection, users: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO users (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
+        .bind(users)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 const INSERT_EVENTS: &str = r"
