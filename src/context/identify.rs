@@ -108,8 +108,7 @@ impl ContextStore {
         static MERGE: LazyLock<Script> = LazyLock::new(|| Script::new(MERGE_SCRIPT));
         let redis = &self.redis;
         let (visitor, user) = (Actor::Visitor(visitor.clone()), Actor::User(user));
-        let bought_since = chrono::Utc::now().timestamp_millis()
-            - redis.config.purchased_ttl.as_millis().min(i64::MAX as u128) as i64;
+        let bought_since = redis.config.bought_since_ms();
         let mut take = TAKE.prepare_invoke();
         for name in MOVED {
             take.key(self.key(&visitor, name));
@@ -131,11 +130,7 @@ impl ContextStore {
         merge
             .arg(redis.config.ttl.as_secs().max(1))
             .arg(redis.config.recent_items_cap)
-            .arg(if redis.config.distinct_recent_items {
-                "1"
-            } else {
-                "0"
-            })
+            .arg(redis.config.distinct_flag())
             .arg(redis.config.purchased_ttl.as_secs().max(1))
             .arg(PURCHASED_CAP)
             .arg(chrono::Utc::now().timestamp_millis())

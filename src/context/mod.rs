@@ -59,6 +59,19 @@ pub struct ContextConfig {
     pub keys: Keys,
 }
 
+impl ContextConfig {
+    /// The oldest purchase time (ms since the epoch) still remembered: now less `purchased_ttl`.
+    pub fn bought_since_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+            - self.purchased_ttl.as_millis().min(i64::MAX as u128) as i64
+    }
+
+    /// `--recent-items-distinct` as the scripts take it: '1' or '0'.
+    pub fn distinct_flag(&self) -> &'static str {
+        if self.distinct_recent_items { "1" } else { "0" }
+    }
+}
+
 impl Default for ContextConfig {
     /// The seed's context: 15 minutes, 20 items, every event counting 1.
     fn default() -> Self {
@@ -152,7 +165,9 @@ pub struct Keys {
 impl Keys {
     /// The key of one of an actor's context entries, e.g. `user:1:recent_items`.
     pub fn key(&self, actor: &Actor, name: &str) -> String {
-        [self.stem(actor).as_str(), name].concat()
+        let mut key = self.stem(actor);
+        key.push_str(name);
+        key
     }
 
     /// What an actor's keys start with, e.g. `user:1:`: built once for an event's five keys.
@@ -318,8 +333,7 @@ impl ContextStore {
     /// Reads an actor's context in one round trip (the keys share a slot on a cluster).
     pub async fn load(&self, actor: &Actor) -> Result<UserContext, ContextError> {
         let redis = &self.redis;
-        let bought_since = chrono::Utc::now().timestamp_millis()
-            - redis.config.purchased_ttl.as_millis().min(i64::MAX as u128) as i64;
+        let bought_since = redis.config.bought_since_ms();
         let mut pipe = redis::pipe();
         pipe.lrange(self.key(actor, "recent_items"), 0, -1)
             .hgetall(self.key(actor, "recent_categories"))

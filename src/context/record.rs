@@ -183,11 +183,7 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
             .arg(now)
             .arg(redis.config.purchased_ttl.as_secs().max(1))
             .arg(PURCHASED_CAP)
-            .arg(if redis.config.distinct_recent_items {
-                "1"
-            } else {
-                "0"
-            });
+            .arg(redis.config.distinct_flag());
         for &i in group {
             invocation.key(&updates[i].keys).arg(&updates[i].args);
         }
