@@ -1,11 +1,15 @@
 //! `GET /metrics`, and the request metrics: counts by route, method and status, and latency by
 //! route.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
+use parking_lot::RwLock;
 
 use super::Vitals;
 use crate::handoff::HandoffState;
@@ -26,11 +30,51 @@ pub async fn render(State(vitals): State<Vitals>) -> String {
     telemetry::metrics_handle().render()
 }
 
-pub async fn record(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+/// The request metrics' handles, found in the metrics registry once per route, method and
+/// status and then reused: a request counts itself without building labels or looking them up.
+/// Bounded: routes are the router's templates, methods five names, statuses three digits.
+#[derive(Default)]
+pub struct RequestMetrics {
+    routes: RwLock<HashMap<String, RouteMetrics>>,
+}
+
+struct RouteMetrics {
+    duration: Histogram,
+    requests: HashMap<(&'static str, u16), Counter>,
+}
+
+impl RequestMetrics {
+    fn record(&self, route: &str, method: &'static str, status: u16, elapsed: f64) {
+        if let Some(metrics) = self.routes.read().get(route)
+            && let Some(requests) = metrics.requests.get(&(method, status))
+        {
+            requests.increment(1);
+            metrics.duration.record(elapsed);
+            return;
+        }
+        let mut routes = self.routes.write();
+        let metrics = routes
+            .entry(route.to_owned())
+            .or_insert_with(|| RouteMetrics {
+                duration: metrics::histogram!("http_request_duration_seconds", "route" => route.to_owned()),
+                requests: HashMap::new(),
+            });
+        let requests = metrics.requests.entry((method, status)).or_insert_with(|| {
+            metrics::counter!("http_requests_total", "route" => route.to_owned(), "method" => method, "status" => status.to_string())
+        });
+        requests.increment(1);
+        metrics.duration.record(elapsed);
+    }
+}
+
+/// Counts every request by route, method and status (`http_requests_total`) and times it by
+/// route (`http_request_duration_seconds`).
+pub async fn record(
+    State(metrics): State<Arc<RequestMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
     // The methods the API has; any other is "other", so a client cannot create new series.
     let method: &'static str = match request.method().as_str() {
         "GET" => "GET",
@@ -41,10 +85,12 @@ pub async fn record(request: Request, next: Next) -> Response {
     };
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.record(
+        route,
+        method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }

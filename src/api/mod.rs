@@ -123,7 +123,10 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .layer(MapRequestBodyLayer::new(Body::new))
         .layer(RequestBodyTimeoutLayer::new(edge.body_timeout))
         .layer(cors(&edge.cors_origins))
-        .layer(middleware::from_fn(metrics::record))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(metrics::RequestMetrics::default()),
+            metrics::record,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
@@ -151,7 +154,10 @@ pub fn vitals_router(vitals: Vitals) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(vitals)
-        .layer(middleware::from_fn(metrics::record))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(metrics::RequestMetrics::default()),
+            metrics::record,
+        ))
 }
 
 /// Browsers may call the API from the configured origins; with none configured, from
