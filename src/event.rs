@@ -689,8 +689,9 @@ struct EventRecord {
     asin: Asin,
     event_type: EventType,
     metadata: Option<Metadata>,
+    #[serde(deserialize_with = "crate::rfc3339::deserialize")]
     received_at: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::rfc3339::deserialize_option")]
     ts: Option<DateTime<Utc>>,
 }
 
@@ -799,6 +800,7 @@ pub struct Identity {
     pub anonymous_id: AnonymousId,
     pub user_id: UserId,
     /// When the service received the identification.
+    #[serde(deserialize_with = "crate::rfc3339::deserialize")]
     pub identified_at: DateTime<Utc>,
 }
 
