@@ -145,7 +145,9 @@ fn parse_utc(text: &[u8]) -> Option<DateTime<Utc>> {
 
 /// Deserializes a time as chrono's `Deserialize` does, through [`parse`], for
 /// `#[serde(deserialize_with)]`.
-pub fn deserialize<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+pub fn deserialize<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<DateTime<Utc>, D::Error> {
     deserializer.deserialize_str(TimeVisitor)
 }
 

@@ -131,7 +131,7 @@ async fn fill_journal(args: JournalArgs) -> anyhow::Result<()> {
             .map(|_| {
                 let body = random_event(&mut rng, args.users, &args.asins, false);
                 let event =
-                    Event::from_value(&body, &EventRules::default(), Arrival::at(now)).unwrap();
+                    Event::from_value(body, &EventRules::default(), Arrival::at(now)).unwrap();
                 serde_json::to_vec(&event).unwrap()
             })
             .collect();

@@ -137,7 +137,7 @@ pub async fn log_events(
     let mut results: Vec<EventResult> = Vec::with_capacity(items.len());
     let mut events = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
         match Event::from_value(item, &app.limits.events, arrival) {
             Ok(event) => {
                 positions.push(index);

@@ -290,7 +290,7 @@ mod tests {
         if !metadata.is_null() {
             body["metadata"] = metadata;
         }
-        Event::from_value(&body, &EventRules::default(), Arrival::now()).unwrap()
+        Event::from_value(body, &EventRules::default(), Arrival::now()).unwrap()
     }
 
     fn info(category: Option<&str>, brand: Option<&str>) -> ItemInfo {
