@@ -24,6 +24,15 @@ pub fn format(time: DateTime<Utc>, format: SecondsFormat) -> String {
     }
 }
 
+/// [`format`], appended to `out`.
+pub fn append(time: DateTime<Utc>, format: SecondsFormat, out: &mut Vec<u8>) {
+    let mut buffer = [0u8; MAX_LEN];
+    match write(time, format, &mut buffer) {
+        Some(len) => out.extend_from_slice(&buffer[..len]),
+        None => out.extend_from_slice(time.to_rfc3339_opts(format, true).as_bytes()),
+    }
+}
+
 /// Serializes a time as chrono's `Serialize` does (`AutoSi`), for `#[serde(serialize_with)]`.
 pub fn serialize<S: serde::Serializer>(
     time: &DateTime<Utc>,

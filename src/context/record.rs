@@ -7,10 +7,12 @@
 //! node's multiplexed connection pipelines those that are its own.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use chrono::SecondsFormat;
 use redis::cluster_routing::Slot;
+use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ContextError, ContextUpdate, PURCHASED_CAP, Redis};
@@ -82,43 +84,57 @@ pub(super) struct Job {
     pub reply: oneshot::Sender<Result<Vec<bool>, ContextError>>,
 }
 
-/// An event's keys and arguments, ready for the script.
+/// An event's five keys and five arguments for the script, end to end in one buffer: one
+/// allocation per event, copied once more into the round's command.
 pub(super) struct Prepared {
-    keys: [String; 5],
-    args: [Vec<u8>; 5],
+    bytes: Vec<u8>,
+    /// Where each of the ten parts ends in `bytes`.
+    ends: [usize; 10],
 }
 
 impl Prepared {
     pub(super) fn new(redis: &Redis, update: &ContextUpdate<'_>) -> Self {
         let event = update.event;
         let stem = redis.config.keys.stem(&event.actor);
-        let key = |name: &str| [stem.as_str(), name].concat();
+        let mut bytes = Vec::with_capacity(6 * stem.len() + 128);
+        let mut ends = [0; 10];
+        let names = [
+            "recent_items",
+            "recent_categories",
+            "last_active",
+            "event_ids",
+            "purchased",
+        ];
+        for (end, name) in ends.iter_mut().zip(names) {
+            bytes.extend_from_slice(stem.as_bytes());
+            bytes.extend_from_slice(name.as_bytes());
+            *end = bytes.len();
+        }
         let weight = redis.config.category_weights.of(event.event_type);
         let purchase = if event.event_type == EventType::Purchase {
             "p"
         } else {
             ""
         };
-        Prepared {
-            keys: [
-                key("recent_items"),
-                key("recent_categories"),
-                key("last_active"),
-                key("event_ids"),
-                key("purchased"),
-            ],
-            args: [
-                event.asin.as_str().into(),
-                update.category.unwrap_or_default().into(),
-                crate::rfc3339::format(event.ts(), SecondsFormat::Millis).into(),
-                if event.client_event_id {
-                    event.event_id.as_bytes().to_vec()
-                } else {
-                    Vec::new()
-                },
-                format!("{weight}{purchase}").into(),
-            ],
+        bytes.extend_from_slice(event.asin.as_str().as_bytes());
+        ends[5] = bytes.len();
+        bytes.extend_from_slice(update.category.unwrap_or_default().as_bytes());
+        ends[6] = bytes.len();
+        crate::rfc3339::append(event.ts(), SecondsFormat::Millis, &mut bytes);
+        ends[7] = bytes.len();
+        if event.client_event_id {
+            bytes.extend_from_slice(event.event_id.as_bytes());
         }
+        ends[8] = bytes.len();
+        write!(bytes, "{weight}{purchase}").expect("writing to a Vec cannot fail");
+        ends[9] = bytes.len();
+        Prepared { bytes, ends }
+    }
+
+    /// The `n`th part: keys 0 to 4, arguments 5 to 9.
+    fn part(&self, n: usize) -> &[u8] {
+        let start = if n == 0 { 0 } else { self.ends[n - 1] };
+        &self.bytes[start..self.ends[n]]
     }
 }
 
@@ -164,7 +180,7 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
         let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
         for (i, update) in updates.iter().enumerate() {
             by_slot
-                .entry(Slot::for_key(&update.keys[0]))
+                .entry(Slot::for_key(update.part(0)))
                 .or_default()
                 .push(i);
         }
@@ -175,8 +191,16 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
     let now = chrono::Utc::now().timestamp_millis();
     let updates = &updates;
     let calls = groups.iter().map(|group| async move {
-        let mut invocation = redis.script.prepare_invoke();
-        invocation
+        // EVALSHA built as one command: a `ScriptInvocation` would hold each key and argument
+        // in an allocation of its own before copying them into the command.
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(redis.script.get_hash()).arg(group.len() * 5);
+        for &i in group {
+            for n in 0..5 {
+                command.arg(updates[i].part(n));
+            }
+        }
+        command
             .arg(redis.config.ttl.as_secs().max(1))
             .arg(redis.config.recent_items_cap)
             .arg(EVENT_IDS_CAP)
@@ -185,12 +209,21 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
             .arg(PURCHASED_CAP)
             .arg(redis.config.distinct_flag());
         for &i in group {
-            invocation.key(&updates[i].keys).arg(&updates[i].args);
+            for n in 5..10 {
+                command.arg(updates[i].part(n));
+            }
         }
         let flags: Result<Vec<i64>, ContextError> = redis
             .call("record", async {
                 let mut connection = redis.backend.connection().await?;
-                invocation.invoke_async(&mut connection).await
+                match command.query_async(&mut connection).await {
+                    Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        // A Redis restarted, or failed over, has forgotten the script.
+                        redis.script.load_async(&mut connection).await?;
+                        command.query_async(&mut connection).await
+                    }
+                    outcome => outcome,
+                }
             })
             .await;
         flags

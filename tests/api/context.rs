@@ -47,3 +47,22 @@ async fn the_context_expires_after_its_ttl() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_forgot_the_script_is_given_it_again() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.post_event(10, ITEMS[0].0, "view").await, 200);
+    // As after a restart or a failover: Redis no longer knows the script's hash. (Other tests'
+    // calls meanwhile take the same path, which is the one under test.)
+    let mut redis = app.redis().await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(app.post_event(10, ITEMS[1].0, "view").await, 200);
+    assert_eq!(
+        app.get("/api/users/10/context").await.1["recent_items"],
+        json!([ITEMS[1].0, ITEMS[0].0])
+    );
+}
