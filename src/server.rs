@@ -1,17 +1,17 @@
 //! The HTTP/1.1 server loop: hyper directly, for the limits `axum::serve` does not offer (a
 //! deadline for reading the request head), with graceful shutdown.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+
+use crate::api::HttpService;
 
 /// Limits enforced below the router, on the connection itself.
 #[derive(Debug, Clone, Copy)]
@@ -22,11 +22,11 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits (at
+/// Serves `service` on `listener` until `shutdown` resolves, then stops accepting and waits (at
 /// most `drain_timeout`) for the requests in flight.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: HttpService,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
@@ -51,20 +51,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let router = router.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    router
-                        .oneshot(request.map(axum::body::Body::new))
-                        .await
-                        .unwrap_or_else(|e| match e {}),
-                )
-            }
-        });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let service = service.clone();
+        let per_request =
+            hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                service.clone().oneshot(request.map(axum::body::Body::new))
+            });
+        let connection = http.serve_connection(TokioIo::new(stream), per_request);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

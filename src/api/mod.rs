@@ -13,6 +13,7 @@ pub mod openapi;
 mod rerank;
 mod users;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use axum::middleware;
+use axum::response::Response;
 use axum::routing::{get, post};
 use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -90,7 +94,10 @@ pub struct Edge {
     pub demo: bool,
 }
 
-pub fn router(state: AppState, edge: Edge) -> Router {
+/// What the server calls for each request.
+pub type HttpService = BoxCloneSyncService<Request<Body>, Response, Infallible>;
+
+pub fn router(state: AppState, edge: Edge) -> HttpService {
     let api = Router::new()
         .route("/api/event", post(events::log_event))
         .route("/api/events", post(events::log_events))
@@ -107,7 +114,7 @@ pub fn router(state: AppState, edge: Edge) -> Router {
     } else {
         Router::new()
     };
-    Router::new()
+    let routes = Router::new()
         .merge(api)
         .merge(demo)
         // Only the API and the demo are capped: health checks and metrics must answer when the
@@ -126,8 +133,13 @@ pub fn router(state: AppState, edge: Edge) -> Router {
         .layer(middleware::from_fn_with_state(
             Arc::new(metrics::RequestMetrics::default()),
             metrics::record,
-        ))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        ));
+    // The layers that need no route go around the router, not into it: a layer added to a
+    // `Router` wraps every route in a boxed service of its own, and each request clones the
+    // boxes of its route, one per layer.
+    let service = ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.map(Body::new))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -142,22 +154,26 @@ pub fn router(state: AppState, edge: Edge) -> Router {
                 // during an outage): not again here for every 5xx.
                 .on_failure(()),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .service(routes);
+    HttpService::new(service)
 }
 
 /// The routes of a writer on its own: health and metrics.
-pub fn vitals_router(vitals: Vitals) -> Router {
-    Router::new()
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics::render))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(vitals)
-        .layer(middleware::from_fn_with_state(
-            Arc::new(metrics::RequestMetrics::default()),
-            metrics::record,
-        ))
+pub fn vitals_router(vitals: Vitals) -> HttpService {
+    HttpService::new(
+        Router::new()
+            .route("/health/live", get(health::live))
+            .route("/health/ready", get(health::ready))
+            .route("/metrics", get(metrics::render))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(vitals)
+            .layer(middleware::from_fn_with_state(
+                Arc::new(metrics::RequestMetrics::default()),
+                metrics::record,
+            )),
+    )
 }
 
 /// Browsers may call the API from the configured origins; with none configured, from

@@ -39,7 +39,7 @@ pub struct Application {
 /// writer's drain at the end.
 struct Node {
     listener: TcpListener,
-    router: axum::Router,
+    router: api::HttpService,
     limits: server::ConnectionLimits,
     shutdown_timeout: Duration,
     handoff: Arc<dyn Handoff>,
