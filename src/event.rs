@@ -550,8 +550,9 @@ impl Metadata {
         };
         let mut keys = 0;
         check_object(object, 1, limits, &mut keys)?;
-        let text = serde_json::to_string(object).expect("a JSON map always serializes");
-        if text.len() > limits.max_bytes {
+        // Written straight into a raw value: serde_json's own output needs no second parse.
+        let raw = serde_json::value::to_raw_value(object).expect("a JSON map always serializes");
+        if raw.get().len() > limits.max_bytes {
             return Err(InvalidEvent::invalid(
                 "metadata",
                 format!(
@@ -560,7 +561,6 @@ impl Metadata {
                 ),
             ));
         }
-        let raw = RawValue::from_string(text).expect("serde_json output is valid JSON");
         Ok(Some(Self(raw)))
     }
 

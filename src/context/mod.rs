@@ -172,12 +172,21 @@ impl Keys {
 
     /// What an actor's keys start with, e.g. `user:1:`: built once for an event's five keys.
     pub fn stem(&self, actor: &Actor) -> String {
-        let (kind, id) = actor.parts();
+        // Built by hand rather than by `format!`: an event's keys are built on the request path.
+        let mut number = itoa::Buffer::new();
+        let (kind, id) = match actor {
+            Actor::User(id) => ("user:", number.format(id.get())),
+            Actor::Visitor(id) => ("visitor:", id.as_str()),
+        };
+        let mut stem = String::with_capacity(self.prefix.len() + kind.len() + id.len() + 3);
+        stem.push_str(&self.prefix);
+        stem.push_str(kind);
         if self.hash_tags {
-            format!("{}{kind}:{{{id}}}:", self.prefix)
+            stem.extend(["{", id, "}:"]);
         } else {
-            format!("{}{kind}:{id}:", self.prefix)
+            stem.extend([id, ":"]);
         }
+        stem
     }
 }
 

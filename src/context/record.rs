@@ -7,7 +7,6 @@
 //! node's multiplexed connection pipelines those that are its own.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::Arc;
 
 use chrono::SecondsFormat;
@@ -126,7 +125,8 @@ impl Prepared {
             bytes.extend_from_slice(event.event_id.as_bytes());
         }
         ends[8] = bytes.len();
-        write!(bytes, "{weight}{purchase}").expect("writing to a Vec cannot fail");
+        bytes.extend_from_slice(itoa::Buffer::new().format(weight).as_bytes());
+        bytes.extend_from_slice(purchase.as_bytes());
         ends[9] = bytes.len();
         Prepared { bytes, ends }
     }
