@@ -127,8 +127,6 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(MapRequestBodyLayer::new(Body::new))
-        .layer(RequestBodyTimeoutLayer::new(edge.body_timeout))
         .layer(cors(&edge.cors_origins))
         .layer(middleware::from_fn_with_state(
             Arc::new(metrics::RequestMetrics::default()),
@@ -136,7 +134,8 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
         ));
     // The layers that need no route go around the router, not into it: a layer added to a
     // `Router` wraps every route in a boxed service of its own, and each request clones the
-    // boxes of its route, one per layer.
+    // boxes of its route, one per layer. Inside stay the request metrics, which need the
+    // matched route, and CORS, whose answers to preflight requests they count.
     let service = ServiceBuilder::new()
         .map_response(|response: Response<_>| response.map(Body::new))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -155,6 +154,8 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(RequestBodyTimeoutLayer::new(edge.body_timeout))
+        .layer(MapRequestBodyLayer::new(Body::new))
         .service(routes);
     HttpService::new(service)
 }
