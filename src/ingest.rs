@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
+use metrics::Counter;
 
 use crate::catalogue::{Catalogue, Lookup};
 use crate::config::UnknownItems;
 use crate::context::{ContextStore, ContextUpdate};
-use crate::event::{Asin, Event};
+use crate::event::{Asin, Event, EventType};
 use crate::handoff::{Handoff, HandoffError};
 use crate::telemetry::Throttle;
 
@@ -25,6 +26,27 @@ pub struct Ingest {
     pub context: ContextStore,
     pub handoff: Arc<dyn Handoff>,
     pub unknown_items: UnknownItems,
+    pub accepted: AcceptedCounters,
+}
+
+/// `events_accepted_total` by event type, looked up in the metrics registry once, when the
+/// service starts (after the recorder is installed), not for every event.
+#[derive(Clone)]
+pub struct AcceptedCounters([Counter; EventType::ALL.len()]);
+
+impl Default for AcceptedCounters {
+    fn default() -> Self {
+        Self(EventType::ALL.map(|event_type| {
+            metrics::counter!("events_accepted_total", "event_type" => event_type.as_str())
+        }))
+    }
+}
+
+impl AcceptedCounters {
+    fn of(&self, event_type: EventType) -> &Counter {
+        // `EventType::ALL` lists the types in declaration order.
+        &self.0[event_type as usize]
+    }
 }
 
 /// Why an otherwise valid event was not accepted.
@@ -100,8 +122,7 @@ impl Ingest {
             }
         }
         for (event, _) in &accepted {
-            metrics::counter!("events_accepted_total", "event_type" => event.event_type.as_str())
-                .increment(1);
+            self.accepted.of(event.event_type).increment(1);
         }
         Ok(outcomes)
     }

@@ -22,7 +22,7 @@ use crate::handoff::Handoff;
 use crate::handoff::jetstream::{JetStream, JetStreamHandoff, JetStreamSource};
 use crate::handoff::journal::{Journal, JournalSource};
 use crate::health::Health;
-use crate::ingest::Ingest;
+use crate::ingest::{AcceptedCounters, Ingest};
 use crate::rerank::ReRankingService;
 use crate::writer::{self, WriterHandle};
 use crate::{db, server, telemetry};
@@ -126,6 +126,7 @@ impl Application {
                 context,
                 handoff: handoff.clone(),
                 unknown_items: settings.unknown_items,
+                accepted: AcceptedCounters::default(),
             },
             rerank: Arc::new(rerank),
             vitals,
