@@ -41,7 +41,13 @@ build() {
   [ -n "${BENCH_FEATURES:-}" ] && features=(--features "$BENCH_FEATURES")
   log "building ($profile${BENCH_FEATURES:+, features $BENCH_FEATURES})"
   cargo build $flag "${features[@]}" --bins >&2
-  bin=${BENCH_BIN:-target/$dir/event-ingest}
+  bin=target/$dir/event-ingest
+  if [ -n "${BENCH_BIN:-}" ]; then
+    # Under its own name: bench/cpu.py finds the service's processes by it.
+    mkdir -p "$work/measured"
+    cp "$BENCH_BIN" "$work/measured/event-ingest"
+    bin=$work/measured/event-ingest
+  fi
   loadgen=$(bench_executable loadgen)
   floor=$(bench_executable floor)
   log "seeding the catalogue into $database"
