@@ -1,5 +1,6 @@
 //! Logs and metrics.
 
+use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,8 +26,11 @@ pub fn init_logs(format: LogFormat) {
         .unwrap_or_else(|_| {
             EnvFilter::new("info,sqlx::postgres::notice=warn,redis::cluster_handling=error")
         });
+    // Colours only for a person at a terminal: a log file or a collector would keep the escape
+    // codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
