@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -34,7 +35,7 @@ pub async fn render(State(vitals): State<Vitals>) -> String {
 /// status and then reused: a request counts itself without building labels or looking them up.
 /// Bounded: routes are the router's templates, methods five names, statuses three digits.
 #[derive(Default)]
-pub struct RequestMetrics {
+struct RequestMetrics {
     routes: RwLock<HashMap<String, RouteMetrics>>,
 }
 
@@ -67,9 +68,17 @@ impl RequestMetrics {
     }
 }
 
-/// Counts every request by route, method and status (`http_requests_total`) and times it by
-/// route (`http_request_duration_seconds`).
-pub async fn record(
+/// `router` with its requests counted by route, method and status (`http_requests_total`) and
+/// timed by route (`http_request_duration_seconds`). A layer of the router, not around it: it
+/// needs the route each request matched.
+pub fn recorded(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(RequestMetrics::default()),
+        record,
+    ))
+}
+
+async fn record(
     State(metrics): State<Arc<RequestMetrics>>,
     request: Request,
     next: Next,

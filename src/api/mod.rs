@@ -127,11 +127,8 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(cors(&edge.cors_origins))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(metrics::RequestMetrics::default()),
-            metrics::record,
-        ));
+        .layer(cors(&edge.cors_origins));
+    let routes = metrics::recorded(routes);
     // The layers that need no route go around the router, not into it: a layer added to a
     // `Router` wraps every route in a boxed service of its own, and each request clones the
     // boxes of its route, one per layer. Inside stay the request metrics, which need the
@@ -162,19 +159,15 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
 
 /// The routes of a writer on its own: health and metrics.
 pub fn vitals_router(vitals: Vitals) -> HttpService {
-    HttpService::new(
+    HttpService::new(metrics::recorded(
         Router::new()
             .route("/health/live", get(health::live))
             .route("/health/ready", get(health::ready))
             .route("/metrics", get(metrics::render))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .with_state(vitals)
-            .layer(middleware::from_fn_with_state(
-                Arc::new(metrics::RequestMetrics::default()),
-                metrics::record,
-            )),
-    )
+            .with_state(vitals),
+    ))
 }
 
 /// Browsers may call the API from the configured origins; with none configured, from
