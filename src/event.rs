@@ -806,8 +806,8 @@ impl Event {
 }
 
 /// An event request's fields as the body has them: each known field's JSON value, taken as the
-/// body is read; other fields are skipped without being built. A repeated key counts as its last
-/// occurrence, as when the object is read whole.
+/// body is read, without an object of them all; other fields are read and dropped. A repeated
+/// key counts as its last occurrence, as when the object is read whole.
 #[derive(Debug, Default)]
 struct EventFields {
     user_id: Option<Value>,
@@ -865,11 +865,11 @@ impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
     fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<EventFields, M::Error> {
         let mut fields = EventFields::default();
         while let Some(FieldName(name)) = map.next_key()? {
-            match fields.slot(&name) {
-                Some(slot) => *slot = Some(map.next_value()?),
-                None => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
+            // Another field is read as strictly as the event's own (UTF-8, escapes, number
+            // range, nesting), as when the object was read whole, and dropped.
+            let value = map.next_value()?;
+            if let Some(slot) = fields.slot(&name) {
+                *slot = Some(value);
             }
         }
         Ok(fields)
@@ -1164,6 +1164,32 @@ mod tests {
             Event::from_json(b"", &limits, Arrival::now()),
             Err(ParseError::Syntax(_))
         ));
+        // A field events do not have is read as strictly as theirs, though it is dropped.
+        let too_deep = ["[".repeat(200), "]".repeat(200)].concat();
+        for extra in [
+            &br#""\ud800""#[..],
+            &b"1e400"[..],
+            &b"\"\xff\""[..],
+            too_deep.as_bytes(),
+        ] {
+            let body = [
+                &br#"{"user_id": 1, "asin": "A", "event_type": "view", "extra": "#[..],
+                extra,
+                b"}",
+            ]
+            .concat();
+            assert!(
+                matches!(
+                    Event::from_json(&body, &limits, Arrival::now()),
+                    Err(ParseError::Syntax(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let fine =
+            br#"{"user_id": 1, "asin": "A", "event_type": "view", "extra": {"a": [1, null]}}"#;
+        assert!(Event::from_json(fine, &limits, Arrival::now()).is_ok());
     }
 
     #[test]

@@ -26,11 +26,13 @@ pub fn init_logs(format: LogFormat) {
         .unwrap_or_else(|_| {
             EnvFilter::new("info,sqlx::postgres::notice=warn,redis::cluster_handling=error")
         });
-    // Colours only for a person at a terminal: a log file or a collector would keep the escape
-    // codes.
+    // Colours only for a person at a terminal who has not asked for none (`NO_COLOR`): a log
+    // file or a collector would keep the escape codes.
+    let colours = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
