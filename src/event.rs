@@ -234,11 +234,11 @@ impl Actor {
         }
     }
 
-    /// What kind of actor (`user` or `visitor`, the first part of its Redis keys), and its id.
-    pub fn parts(&self) -> (&'static str, &dyn fmt::Display) {
+    /// What kind of actor: `user` or `visitor`, the first part of its Redis keys.
+    pub fn kind(&self) -> &'static str {
         match self {
-            Actor::User(id) => ("user", id),
-            Actor::Visitor(id) => ("visitor", id),
+            Actor::User(_) => "user",
+            Actor::Visitor(_) => "visitor",
         }
     }
 
@@ -259,8 +259,10 @@ impl Actor {
 
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (kind, id) = self.parts();
-        write!(f, "{kind} {id}")
+        match self {
+            Actor::User(id) => write!(f, "{} {id}", self.kind()),
+            Actor::Visitor(id) => write!(f, "{} {id}", self.kind()),
+        }
     }
 }
 

@@ -12,19 +12,8 @@ use serde::de;
 /// Longest text written here: `2026-11-29T13:35:47.123456789Z`.
 const MAX_LEN: usize = 30;
 
-/// The time as chrono's `to_rfc3339_opts(format, true)` writes it, for `AutoSi` (what chrono's
-/// `Serialize` uses: 0, 3, 6 or 9 fractional digits, as few as are exact) and `Millis`.
-pub fn format(time: DateTime<Utc>, format: SecondsFormat) -> String {
-    let mut buffer = [0u8; MAX_LEN];
-    match write(time, format, &mut buffer) {
-        Some(len) => std::str::from_utf8(&buffer[..len])
-            .expect("ASCII digits and separators")
-            .to_owned(),
-        None => time.to_rfc3339_opts(format, true),
-    }
-}
-
-/// [`format`], appended to `out`.
+/// Appends the time as chrono's `to_rfc3339_opts(format, true)` writes it, for `AutoSi` (what
+/// chrono's `Serialize` uses: 0, 3, 6 or 9 fractional digits, as few as are exact) and `Millis`.
 pub fn append(time: DateTime<Utc>, format: SecondsFormat, out: &mut Vec<u8>) {
     let mut buffer = [0u8; MAX_LEN];
     match write(time, format, &mut buffer) {
@@ -133,7 +122,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// Reads an RFC 3339 time as chrono's `FromStr` for `DateTime<Utc>` does (any offset, converted
 /// to UTC). The shape written here (`2026-11-29T13:35:47.123456Z`) is read directly; any other
 /// goes to chrono.
-pub fn parse(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+fn parse(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
     match parse_utc(text.as_bytes()) {
         Some(time) => Ok(time),
         None => text.parse(),
@@ -231,6 +220,12 @@ impl<'de> de::Visitor<'de> for OptionVisitor {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn format(time: DateTime<Utc>, format: SecondsFormat) -> String {
+        let mut out = Vec::new();
+        append(time, format, &mut out);
+        String::from_utf8(out).unwrap()
+    }
 
     fn chrono_serde(time: DateTime<Utc>) -> String {
         serde_json::to_string(&time).unwrap()

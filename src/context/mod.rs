@@ -174,13 +174,13 @@ impl Keys {
     pub fn stem(&self, actor: &Actor) -> String {
         // Built by hand rather than by `format!`: an event's keys are built on the request path.
         let mut number = itoa::Buffer::new();
-        let (kind, id) = match actor {
-            Actor::User(id) => ("user:", number.format(id.get())),
-            Actor::Visitor(id) => ("visitor:", id.as_str()),
+        let id = match actor {
+            Actor::User(id) => number.format(id.get()),
+            Actor::Visitor(id) => id.as_str(),
         };
-        let mut stem = String::with_capacity(self.prefix.len() + kind.len() + id.len() + 3);
-        stem.push_str(&self.prefix);
-        stem.push_str(kind);
+        let kind = actor.kind();
+        let mut stem = String::with_capacity(self.prefix.len() + kind.len() + id.len() + 4);
+        stem.extend([&self.prefix, kind, ":"]);
         if self.hash_tags {
             stem.extend(["{", id, "}:"]);
         } else {
