@@ -26,33 +26,38 @@ const EVENT_IDS_CAP: usize = 64;
 const MAX_EVENTS_PER_ROUND: usize = 512;
 
 /// Applies a list of events. KEYS come five per event (recent_items, recent_categories,
-/// last_active, event_ids, purchased); ARGV holds seven settings (the TTL, the list cap, the
-/// id-set cap, the time in ms (the ids' and purchases' score: the oldest are trimmed first), the
-/// purchases' TTL and cap, and '1' for a distinct recent list), then five per event (asin,
+/// last_active, event_ids, purchased); ARGV holds eight settings (the TTL; the last index of the
+/// recent list; the rank below which event ids are trimmed; the time in ms, which is the ids' and
+/// purchases' score, so that the oldest are trimmed first; the purchases' TTL, trim rank and the
+/// oldest purchase time kept; '1' for a distinct recent list), then five per event (asin,
 /// category or '', last_active text, client event id or '', the category weight; a purchase's
 /// weight carries a trailing 'p'). Returns, per event, 1 if applied and 0 if its event id was
 /// already seen.
+///
+/// Every number reaches `redis.call` as the text the service wrote: a Lua number is formatted
+/// with `snprintf("%.17g")` on each call, which took 14% of Redis's time when the settings were
+/// passed as numbers (bench/README.md, "Redis's instructions per event").
 pub const RECORD_SCRIPT: &str = r"
-local ttl, cap, ids_cap, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local bought_ttl, bought_cap, distinct = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local ttl, last_item, ids_trim, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local bought_ttl, bought_trim, bought_since, distinct = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
 local applied = {}
 for i = 0, #KEYS / 5 - 1 do
-  local k, a = i * 5, 7 + i * 5
+  local k, a = i * 5, 8 + i * 5
   local fresh = 1
   if ARGV[a + 4] ~= '' then
     if redis.call('ZADD', KEYS[k + 4], 'NX', now, ARGV[a + 4]) == 0 then
       fresh = 0
     else
-      redis.call('ZREMRANGEBYRANK', KEYS[k + 4], 0, -ids_cap - 1)
+      redis.call('ZREMRANGEBYRANK', KEYS[k + 4], '0', ids_trim)
       redis.call('EXPIRE', KEYS[k + 4], ttl)
     end
   end
   if fresh == 1 then
     if distinct then
-      redis.call('LREM', KEYS[k + 1], 0, ARGV[a + 1])
+      redis.call('LREM', KEYS[k + 1], '0', ARGV[a + 1])
     end
     redis.call('LPUSH', KEYS[k + 1], ARGV[a + 1])
-    redis.call('LTRIM', KEYS[k + 1], 0, cap - 1)
+    redis.call('LTRIM', KEYS[k + 1], '0', last_item)
     redis.call('EXPIRE', KEYS[k + 1], ttl)
     local weight, purchase = string.match(ARGV[a + 5], '^(%d+)(p?)$')
     if ARGV[a + 2] ~= '' and weight ~= '0' then
@@ -67,8 +72,8 @@ for i = 0, #KEYS / 5 - 1 do
     end
     if purchase == 'p' then
       redis.call('ZADD', KEYS[k + 5], now, ARGV[a + 1])
-      redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', now - bought_ttl * 1000)
-      redis.call('ZREMRANGEBYRANK', KEYS[k + 5], 0, -bought_cap - 1)
+      redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', bought_since)
+      redis.call('ZREMRANGEBYRANK', KEYS[k + 5], '0', bought_trim)
       redis.call('EXPIRE', KEYS[k + 5], bought_ttl)
     end
   end
@@ -200,13 +205,15 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
                 command.arg(updates[i].part(n));
             }
         }
+        let bought_ttl = redis.config.purchased_ttl.as_secs().max(1);
         command
             .arg(redis.config.ttl.as_secs().max(1))
-            .arg(redis.config.recent_items_cap)
-            .arg(EVENT_IDS_CAP)
+            .arg(redis.config.recent_items_cap as i64 - 1)
+            .arg(-(EVENT_IDS_CAP as i64) - 1)
             .arg(now)
-            .arg(redis.config.purchased_ttl.as_secs().max(1))
-            .arg(PURCHASED_CAP)
+            .arg(bought_ttl)
+            .arg(-(PURCHASED_CAP as i64) - 1)
+            .arg(now.saturating_sub((bought_ttl as i64).saturating_mul(1000)))
             .arg(redis.config.distinct_flag());
         for &i in group {
             for n in 5..10 {
