@@ -2,17 +2,17 @@
 the service's script calls (PER_CALL events a call, as a merged round carries them) or as the
 floor's six commands per event (benches/floor.rs). For bench/run redis-instructions.
 
-    python3 bench/redis_commands.py service|floor EVENTS PER_CALL SCRIPT_SHA SEED PREFIX
+    python3 bench/redis_commands.py service|floor EVENTS PER_CALL SCRIPT_SHA SEED PREFIX USERS
 
 The script's keys and arguments follow src/context/record.rs: five keys and five arguments per
-event, after eight settings. Events are views by 1,000 users (as bench/run seeds) of 10,000
-items in 30 categories, each with a client event id (16 bytes, as the service stores them).
+event, after eight settings. Events are views by USERS users of 10,000 items in 30 categories,
+each with a client event id (16 bytes, as the service stores them).
 """
 
 import random
 import sys
 
-side, events, per_call, sha, seed, prefix = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+side, events, per_call, sha, seed, prefix, users = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
 rng = random.Random(seed)
 out = sys.stdout.buffer
 TTL, NOW_MS = 900, 1764453600000
@@ -29,7 +29,7 @@ def command(*args):
 
 
 def event():
-    stem = f"{prefix}user:{rng.randrange(1, 1001)}:"
+    stem = f"{prefix}user:{rng.randrange(1, users + 1)}:"
     time = "2026-11-29T22:00:00.%03dZ" % rng.randrange(1000)
     return stem, f"B{rng.randrange(10000):09d}", f"Category {rng.randrange(30)}", time, rng.randbytes(16)
 

@@ -138,7 +138,8 @@ def main():
             total = sum(r["cpu"][g]["cores"] for g in groups)
             print(f"| {label} | " + " | ".join(cells) + f" | {total:.2f} cores |")
         print()
-    for side in ["before", "after"]:
+    # compare's rows (floor's "before" rows are in its own table below).
+    for side in ["before", "after"] if runs.get("after-a") else []:
         a, b = runs.get(f"{side}-a"), runs.get(f"{side}-b")
         if a and b:
             row(f"{side} (median of {len(a)}): (a) req/s; (b) p50/p99",

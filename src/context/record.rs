@@ -27,16 +27,17 @@ const MAX_EVENTS_PER_ROUND: usize = 512;
 
 /// Applies a list of events. KEYS come five per event (recent_items, recent_categories,
 /// last_active, event_ids, purchased); ARGV holds eight settings (the TTL; the last index of the
-/// recent list; the rank below which event ids are trimmed; the time in ms, which is the ids' and
+/// recent list; the rank up to which event ids are trimmed; the time in ms, which is the ids' and
 /// purchases' score, so that the oldest are trimmed first; the purchases' TTL, trim rank and the
 /// oldest purchase time kept; '1' for a distinct recent list), then five per event (asin,
 /// category or '', last_active text, client event id or '', the category weight; a purchase's
 /// weight carries a trailing 'p'). Returns, per event, 1 if applied and 0 if its event id was
 /// already seen.
 ///
-/// Every number reaches `redis.call` as the text the service wrote: a Lua number is formatted
-/// with `snprintf("%.17g")` on each call, which took 14% of Redis's time when the settings were
-/// passed as numbers (bench/README.md, "Redis's instructions per event").
+/// Every number reaches `redis.call` as the text the service wrote: Redis 7.0 formats a Lua number
+/// with `snprintf("%.17g")` on each call, which took 14% of its time when the settings were
+/// passed as numbers (bench/README.md, "Redis's instructions per event"; later Redis versions
+/// format numbers faster, so the saving there is smaller).
 pub const RECORD_SCRIPT: &str = r"
 local ttl, last_item, ids_trim, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local bought_ttl, bought_trim, bought_since, distinct = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
@@ -205,7 +206,8 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
                 command.arg(updates[i].part(n));
             }
         }
-        let bought_ttl = redis.config.purchased_ttl.as_secs().max(1);
+        let bought_ttl =
+            i64::try_from(redis.config.purchased_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         command
             .arg(redis.config.ttl.as_secs().max(1))
             .arg(redis.config.recent_items_cap as i64 - 1)
@@ -213,7 +215,7 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
             .arg(now)
             .arg(bought_ttl)
             .arg(-(PURCHASED_CAP as i64) - 1)
-            .arg(now.saturating_sub((bought_ttl as i64).saturating_mul(1000)))
+            .arg(now.saturating_sub(bought_ttl.saturating_mul(1000)))
             .arg(redis.config.distinct_flag());
         for &i in group {
             for n in 5..10 {
