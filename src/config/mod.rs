@@ -147,8 +147,8 @@ pub struct Settings {
     #[arg(long, env = "PORT", default_value_t = 8000)]
     pub port: u16,
 
-    /// Lifetime of a user's context keys in Redis, refreshed by every event.
-    #[arg(long, env = "CONTEXT_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Lifetime of a user's context keys in Redis, refreshed by every event; at most a year.
+    #[arg(long, env = "CONTEXT_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=MAX_TTL_SECS))]
     pub context_ttl_secs: u64,
 
     /// How many recent items are kept per user.
@@ -169,8 +169,9 @@ pub struct Settings {
     )]
     pub category_weights: CategoryWeights,
 
-    /// How long a purchased item is remembered (and demoted by the re-ranker): `30d`, `12h`, ...
-    #[arg(long, env = "PURCHASED_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    /// How long a purchased item is remembered (and demoted by the re-ranker): `30d`, `12h`, ...;
+    /// from a second to ten years.
+    #[arg(long, env = "PURCHASED_TTL", default_value = "30d", value_parser = parse_purchased_ttl)]
     pub purchased_ttl: Duration,
 
     /// Deadline of one Redis call; past it the request goes on without Redis.
@@ -475,6 +476,22 @@ impl Default for WriterSettings {
     }
 }
 
+/// Most seconds `--context-ttl-secs` may be: a year. Redis refuses an `EXPIRE` past about 9.2e15
+/// seconds, and every update would fail; nothing short-term needs more than this.
+const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+
+/// `--purchased-ttl`: a humantime duration from a second to ten years (Redis must take it as
+/// an `EXPIRE`, and the oldest purchase time kept is computed from it in milliseconds).
+fn parse_purchased_ttl(text: &str) -> Result<Duration, String> {
+    // Ten years as humantime counts them (`10y`: 365.25 days each).
+    const MAX: Duration = Duration::from_secs(315_576_000);
+    let ttl = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if ttl < Duration::from_secs(1) || ttl > MAX {
+        return Err("must be from 1s to 10y".to_owned());
+    }
+    Ok(ttl)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,6 +524,7 @@ mod tests {
     #[test]
     fn settings_that_size_journal_records_are_bounded() {
         assert!(parse(&["--max-metadata-bytes", "1048576"]).is_ok());
+        assert!(parse(&["--context-ttl-secs", "31536000", "--purchased-ttl", "10y"]).is_ok());
         for (flag, value) in [
             ("--max-metadata-bytes", "1048577"),
             ("--max-metadata-bytes", "0"),
@@ -515,6 +533,9 @@ mod tests {
             ("--max-metadata-depth", "1000"),
             ("--max-metadata-keys", "0"),
             ("--journal-segment-bytes", "10"),
+            ("--context-ttl-secs", "31536001"),
+            ("--purchased-ttl", "11y"),
+            ("--purchased-ttl", "0s"),
         ] {
             assert!(parse(&[flag, value]).is_err(), "{flag} {value}");
         }
