@@ -62,8 +62,12 @@ pub struct ContextConfig {
 impl ContextConfig {
     /// The oldest purchase time (ms since the epoch) still remembered: now less `purchased_ttl`.
     pub fn bought_since_ms(&self) -> i64 {
-        chrono::Utc::now().timestamp_millis()
-            - self.purchased_ttl.as_millis().min(i64::MAX as u128) as i64
+        self.bought_since_ms_at(chrono::Utc::now().timestamp_millis())
+    }
+
+    /// [`Self::bought_since_ms`] as of `now_ms`.
+    pub fn bought_since_ms_at(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.purchased_ttl.as_millis().min(i64::MAX as u128) as i64)
     }
 
     /// `--recent-items-distinct` as the scripts take it: '1' or '0'.

@@ -206,16 +206,14 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
                 command.arg(updates[i].part(n));
             }
         }
-        let bought_ttl =
-            i64::try_from(redis.config.purchased_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         command
             .arg(redis.config.ttl.as_secs().max(1))
             .arg(redis.config.recent_items_cap as i64 - 1)
             .arg(-(EVENT_IDS_CAP as i64) - 1)
             .arg(now)
-            .arg(bought_ttl)
+            .arg(redis.config.purchased_ttl.as_secs().max(1))
             .arg(-(PURCHASED_CAP as i64) - 1)
-            .arg(now.saturating_sub(bought_ttl.saturating_mul(1000)))
+            .arg(redis.config.bought_since_ms_at(now))
             .arg(redis.config.distinct_flag());
         for &i in group {
             for n in 5..10 {
