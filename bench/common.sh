@@ -17,7 +17,9 @@ cleanup() {
   stop_service
   stop_nodes
   [ -d "$work/cluster" ] && scripts/cluster-down "$work/cluster"
-  psql -q "$server/postgres" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true
+  for db in "$database" "${database}_before"; do
+    psql -q "$server/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  done
   redis-cli --scan --pattern "${prefix}*" | xargs -r -n 1000 redis-cli del >/dev/null 2>&1 || true
   rm -rf "$work"
 }

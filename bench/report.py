@@ -22,6 +22,11 @@ def median(runs, key):
     return values[len(values) // 2]
 
 
+def median_cpu(runs, group):
+    """The median CPU per event of a process group, in µs."""
+    return sorted(r["cpu"][group]["ms_per_1k_events"] for r in runs)[len(runs) // 2]
+
+
 def machine():
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -144,6 +149,14 @@ def main():
         if a and b:
             row(f"{side} (median of {len(a)}): (a) req/s; (b) p50/p99",
                 f"{median(a, 'requests_per_sec'):,.0f}; {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} ms")
+        c = runs.get(f"{side}-c")
+        if c:
+            cpu = " / ".join(f"{median_cpu(c, group):.1f}" for group in ["service", "redis", "postgres"])
+            row(f"{side} (median of {len(c)}): (c) events/s; µs per event: service / Redis / PG",
+                f"{median(c, 'events_per_sec'):,.0f}; {cpu}")
+    if runs.get("before-c") and runs.get("after-c"):
+        ratio = median(runs["after-c"], "events_per_sec") / median(runs["before-c"], "events_per_sec")
+        row("(c) after / before", f"{ratio:.2f}x", ">= 1.3x", ratio >= 1.3)
     floor_report(runs)
     for n in ["100", "1000"]:
         r = results.get(f"rerank-{n}")
@@ -159,9 +172,7 @@ def floor_report(runs):
         return
 
     def cpu(side, run, group):
-        rows = runs[f"{side}-{run}"]
-        values = sorted(r["cpu"][group]["ms_per_1k_events"] for r in rows)
-        return values[len(values) // 2]
+        return median_cpu(runs[f"{side}-{run}"], group)
 
     # With BENCH_BEFORE_BIN, "before" is another build of the service, measured in the same rounds.
     services = [side for side in ["before", "service"] if runs.get(f"{side}-a") and runs.get(f"{side}-b")]
