@@ -755,21 +755,30 @@ impl Event {
         Ok(Self::from_fields(&fields, rules, arrival)?)
     }
 
-    /// Builds an event from an already parsed JSON value (an element of a batch).
+    /// Builds an event from an element of a batch, as read from the body.
+    pub fn from_item(
+        item: EventItem,
+        rules: &EventRules,
+        arrival: Arrival,
+    ) -> Result<Self, InvalidEvent> {
+        match item.0 {
+            Ok(fields) => Self::from_fields(&fields, rules, arrival),
+            Err(kind) => Err(InvalidEvent::invalid(
+                "event",
+                format!("an event must be a JSON object, got {kind}"),
+            )),
+        }
+    }
+
+    /// Builds an event from an already parsed JSON value, as an element of a batch (the load
+    /// generator's events, tests).
     pub fn from_value(
         value: Value,
         rules: &EventRules,
         arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
-        match value {
-            Value::Object(object) => {
-                Self::from_fields(&EventFields::from_object(object), rules, arrival)
-            }
-            other => Err(InvalidEvent::invalid(
-                "event",
-                format!("an event must be a JSON object, got {}", json_type(&other)),
-            )),
-        }
+        let item = EventItem::deserialize(value).expect("any JSON value is an item");
+        Self::from_item(item, rules, arrival)
     }
 
     fn from_fields(
@@ -837,16 +846,6 @@ impl EventFields {
             _ => return None,
         })
     }
-
-    fn from_object(object: Map<String, Value>) -> Self {
-        let mut fields = Self::default();
-        for (name, value) in object {
-            if let Some(slot) = fields.slot(&name) {
-                *slot = Some(value);
-            }
-        }
-        fields
-    }
 }
 
 impl<'de> Deserialize<'de> for EventFields {
@@ -875,6 +874,63 @@ impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
             }
         }
         Ok(fields)
+    }
+}
+
+/// An element of a batch's `events`, read as the body is parsed: an object's fields (read as a
+/// single event's body is, with no object of them all), or else the kind of JSON value it was,
+/// for the element's error.
+pub struct EventItem(Result<EventFields, &'static str>);
+
+impl<'de> Deserialize<'de> for EventItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ItemVisitor {
+    type Value = EventItem;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<EventItem, M::Error> {
+        FieldsVisitor
+            .visit_map(map)
+            .map(|fields| EventItem(Ok(fields)))
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<EventItem, S::Error> {
+        // Read as strictly as any other value (see FieldsVisitor), and dropped.
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(EventItem(Err("an array")))
+    }
+
+    fn visit_unit<E>(self) -> Result<EventItem, E> {
+        Ok(EventItem(Err("null")))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<EventItem, E> {
+        Ok(EventItem(Err("a boolean")))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<EventItem, E> {
+        Ok(EventItem(Err("a number")))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<EventItem, E> {
+        Ok(EventItem(Err("a number")))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<EventItem, E> {
+        Ok(EventItem(Err("a number")))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<EventItem, E> {
+        Ok(EventItem(Err("a string")))
     }
 }
 

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -12,7 +13,7 @@ use uuid::Uuid;
 use super::error::ErrorDetail;
 use super::openapi::{BatchRequest, BodyErrors, EdgeErrors, EventRequest};
 use super::{ApiError, AppState, body};
-use crate::event::{Arrival, Event, EventType, ParseError, optional_time};
+use crate::event::{Arrival, Event, EventItem, EventType, ParseError, optional_time};
 
 /// The seed's answer, exactly: `{"success": true, "message": "Event logged: view"}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -64,9 +65,67 @@ fn logged(event_type: EventType) -> EventLogged {
 /// The batch as parsed: `events` is checked by hand, for per-event errors.
 #[derive(Deserialize)]
 struct BatchEnvelope {
-    events: Value,
+    events: EventItems,
     #[serde(default)]
     sent_at: Option<Value>,
+}
+
+/// The batch's `events`: its elements, each read into its fields as the body is parsed (no JSON
+/// tree of the batch is built), or `None` when it is not an array.
+struct EventItems(Option<Vec<EventItem>>);
+
+impl<'de> Deserialize<'de> for EventItems {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemsVisitor)
+    }
+}
+
+/// Anything but an array is read whole, as strictly as the rest of the body, and refused after.
+struct ItemsVisitor;
+
+impl<'de> Visitor<'de> for ItemsVisitor {
+    type Value = EventItems;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<EventItems, S::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(EventItems(Some(items)))
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<EventItems, M::Error> {
+        while map.next_entry::<String, Value>()?.is_some() {}
+        Ok(EventItems(None))
+    }
+
+    fn visit_unit<E>(self) -> Result<EventItems, E> {
+        Ok(EventItems(None))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<EventItems, E> {
+        Ok(EventItems(None))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<EventItems, E> {
+        Ok(EventItems(None))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<EventItems, E> {
+        Ok(EventItems(None))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<EventItems, E> {
+        Ok(EventItems(None))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<EventItems, E> {
+        Ok(EventItems(None))
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,16 +168,18 @@ pub async fn log_events(
     body: Body,
 ) -> Result<Json<BatchLogged>, ApiError> {
     let body = body::read_json(&headers, body, app.limits.max_batch_body_bytes).await?;
-    let request: BatchEnvelope = serde_json::from_slice(&body).map_err(|error| {
-        use serde_json::error::Category;
-        match error.classify() {
-            Category::Data => ApiError::InvalidBody(
-                r#"the body must be a JSON object {"events": [...]}"#.to_owned(),
-            ),
+    let not_an_envelope =
+        || ApiError::InvalidBody(r#"the body must be a JSON object {"events": [...]}"#.to_owned());
+    let request: BatchEnvelope =
+        serde_json::from_slice(&body).map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => not_an_envelope(),
             _ => ApiError::InvalidJson(error.to_string()),
-        }
-    })?;
-    let Value::Array(items) = request.events else {
+        })?;
+    // serde also reads a struct from an array of its fields' values (`[[...]]`): not a batch.
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(not_an_envelope());
+    }
+    let EventItems(Some(items)) = request.events else {
         return Err(ApiError::InvalidBody(
             "events must be an array of events".to_owned(),
         ));
@@ -138,7 +199,7 @@ pub async fn log_events(
     let mut events = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        match Event::from_value(item, &app.limits.events, arrival) {
+        match Event::from_item(item, &app.limits.events, arrival) {
             Ok(event) => {
                 positions.push(index);
                 events.push(event);

@@ -331,18 +331,65 @@ async fn a_batch_that_is_not_a_batch_is_rejected_whole() {
     let too_many: Vec<Value> = (0..501)
         .map(|_| event_with("user_id", Some(json!(1))))
         .collect();
-    for (body, code) in [
-        (json!({"events": []}), "invalid_body"),
-        (json!({"events": too_many}), "invalid_body"),
-        (json!({"events": {"user_id": 1}}), "invalid_body"),
-        (json!([1]), "invalid_body"),
+    for (body, message) in [
+        (json!({"events": []}), "events must hold 1 to 500 events"),
+        (
+            json!({"events": too_many}),
+            "events must hold 1 to 500 events",
+        ),
+        (
+            json!({"events": {"user_id": 1}}),
+            "events must be an array of events",
+        ),
+        (json!({"events": "x"}), "events must be an array of events"),
+        (json!({"events": null}), "events must be an array of events"),
+        (
+            json!([1]),
+            r#"the body must be a JSON object {"events": [...]}"#,
+        ),
+        (
+            json!({"sent_at": 1}),
+            r#"the body must be a JSON object {"events": [...]}"#,
+        ),
     ] {
         let (status, answer) = app.post("/api/events", &body).await;
         assert_eq!(
             (status, answer["error"]["code"].as_str()),
-            (422, Some(code)),
+            (422, Some("invalid_body")),
             "{answer}"
         );
+        assert_eq!(answer["error"]["message"], message, "{body}");
     }
     assert!(app.redis_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn each_element_of_a_batch_that_is_not_an_object_is_rejected_by_its_kind() {
+    let app = TestApp::spawn().await;
+    let elements = [
+        (json!(1), "a number"),
+        (json!(-1.5), "a number"),
+        (json!("view"), "a string"),
+        (json!(null), "null"),
+        (json!(true), "a boolean"),
+        (json!([{"user_id": 1}]), "an array"),
+    ];
+    let mut events: Vec<Value> = elements.iter().map(|(value, _)| value.clone()).collect();
+    events.push(event_with("user_id", Some(json!(1))));
+    let (status, answer) = app.post("/api/events", &json!({ "events": events })).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(1), Some(6))
+    );
+    for (index, (_, kind)) in elements.iter().enumerate() {
+        let result = &answer["results"][index];
+        assert_eq!(result["status"], "rejected", "{result}");
+        assert_eq!(result["error"]["field"], "event", "{result}");
+        assert_eq!(
+            result["error"]["message"],
+            format!("an event must be a JSON object, got {kind}"),
+        );
+    }
+    assert_eq!(answer["results"][6]["status"], "accepted");
 }
