@@ -570,6 +570,13 @@ impl Metadata {
     pub fn as_json(&self) -> &str {
         self.0.get()
     }
+
+    /// Metadata as a record holds it, checked when the event was accepted: `None` unless it is
+    /// a JSON object.
+    pub(crate) fn from_recorded(json: String) -> Option<Self> {
+        let raw = RawValue::from_string(json).ok()?;
+        raw.get().starts_with('{').then_some(Self(raw))
+    }
 }
 
 impl PartialEq for Metadata {
@@ -731,16 +738,15 @@ impl TryFrom<EventRecord> for Event {
             (None, Some(visitor)) => Actor::Visitor(visitor),
             _ => return Err("an event record names exactly one of user_id and anonymous_id"),
         };
-        Ok(Self {
-            event_id: record.event_id,
+        Ok(Self::from_record(
+            record.event_id,
             actor,
-            asin: record.asin,
-            event_type: record.event_type,
-            metadata: record.metadata,
-            received_at: record.received_at,
-            ts: record.ts,
-            client_event_id: false,
-        })
+            record.asin,
+            record.event_type,
+            record.metadata,
+            record.received_at,
+            record.ts,
+        ))
     }
 }
 
@@ -813,6 +819,33 @@ impl Event {
     /// When the event happened, as stored in `interaction_logs.ts`.
     pub fn ts(&self) -> DateTime<Utc> {
         self.ts.unwrap_or(self.received_at)
+    }
+
+    /// The event time its record carries: `None` in records written before `ts` existed.
+    pub(crate) fn recorded_ts(&self) -> Option<DateTime<Utc>> {
+        self.ts
+    }
+
+    /// An event as a hand-off record holds it (its fields already checked).
+    pub(crate) fn from_record(
+        event_id: Uuid,
+        actor: Actor,
+        asin: Asin,
+        event_type: EventType,
+        metadata: Option<Metadata>,
+        received_at: DateTime<Utc>,
+        ts: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            event_id,
+            actor,
+            asin,
+            event_type,
+            metadata,
+            received_at,
+            ts,
+            client_event_id: false,
+        }
     }
 }
 

@@ -10,10 +10,11 @@
 //! and every writer (for several machines). A new one (Kafka, say) is a new module implementing
 //! both traits; neither the request path nor the writer changes.
 //!
-//! Events travel as their JSON encoding ([`encode`]), and so do visitors' identifications
-//! ([`encode_identity`]): the journal's records and the stream's messages hold the same bytes,
-//! described in docs/ARCHITECTURE.md.
+//! Events travel through the stream as their JSON ([`encode`]), a public interface, and through
+//! the journal in a binary form of its own ([`binary`]); visitors' identifications as JSON in
+//! both ([`encode_identity`]). [`decode`] reads all three. docs/ARCHITECTURE.md describes them.
 
+pub mod binary;
 pub mod jetstream;
 pub mod journal;
 
@@ -90,7 +91,7 @@ impl HandoffState {
     }
 }
 
-/// The bytes an event travels as: its JSON.
+/// An event as JSON: the stream's messages, and what is set aside for a person to read.
 pub fn encode(event: &Event) -> Vec<u8> {
     // Room for a record without metadata (some 230 bytes) and the metadata: one allocation.
     let metadata = event.metadata.as_ref().map_or(0, |m| m.as_json().len());
@@ -116,17 +117,28 @@ pub enum Record {
     Identity(Identity),
 }
 
-/// Decodes a record of the hand-off: an event, or (starting as [`encode_identity`] starts) an
-/// identification.
-pub fn decode(bytes: &[u8]) -> Result<Record, serde_json::Error> {
+/// Why a record of the hand-off could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Binary(#[from] binary::DecodeError),
+}
+
+/// Decodes a record of the hand-off: an event in the journal's binary form, an event as JSON, or
+/// (starting as [`encode_identity`] starts) an identification.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     #[derive(serde::Deserialize)]
     struct Identify {
         identify: Identity,
     }
-    if bytes.starts_with(IDENTIFY_PREFIX) {
-        serde_json::from_slice::<Identify>(bytes).map(|r| Record::Identity(r.identify))
+    if bytes.first() == Some(&binary::FORMAT) {
+        Ok(Record::Event(binary::decode(bytes)?))
+    } else if bytes.starts_with(IDENTIFY_PREFIX) {
+        Ok(serde_json::from_slice::<Identify>(bytes).map(|r| Record::Identity(r.identify))?)
     } else {
-        serde_json::from_slice(bytes).map(Record::Event)
+        Ok(serde_json::from_slice(bytes).map(Record::Event)?)
     }
 }
 

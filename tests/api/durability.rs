@@ -135,3 +135,44 @@ async fn redis_down_under_load_still_answers_200_and_postgres_gets_everything() 
         );
     }
 }
+
+/// Events journaled as JSON by a build before the journal's binary form are stored after an
+/// upgrade, beside the events the new build journals.
+#[tokio::test]
+async fn json_records_left_in_the_journal_by_an_older_build_are_stored() {
+    let old = [
+        // As written before visitors and event times existed, and after.
+        json!({"event_id": Uuid::now_v7(), "user_id": 1, "asin": ITEMS[0].0, "event_type": "view",
+               "metadata": {"page": "old"}, "received_at": "2026-11-29T07:12:01.123456Z"}),
+        json!({"event_id": Uuid::now_v7(), "user_id": 2, "asin": ITEMS[1].0, "event_type": "purchase",
+               "metadata": null, "received_at": "2026-11-29T07:12:01Z", "ts": "2026-11-29T07:11:58.412Z"}),
+    ];
+    let app = TestApp::spawn_with(|settings| {
+        let mut segment = Vec::new();
+        for record in &old {
+            let payload = serde_json::to_vec(record).unwrap();
+            event_ingest::handoff::journal::record::encode(&payload, &mut segment).unwrap();
+        }
+        std::fs::write(settings.journal_dir.join(format!("{:020}.log", 0)), segment).unwrap();
+    })
+    .await;
+    assert_eq!(app.post_event(3, ITEMS[2].0, "click").await, 200);
+    app.wait_for_rows(3).await;
+    for record in &old {
+        let ts: chrono::NaiveDateTime =
+            sqlx::query_scalar("SELECT ts FROM interaction_logs WHERE event_id = $1")
+                .bind(Uuid::parse_str(record["event_id"].as_str().unwrap()).unwrap())
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let expected = record.get("ts").unwrap_or(&record["received_at"]);
+        assert_eq!(
+            ts.and_utc(),
+            expected
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+        );
+    }
+}

@@ -26,7 +26,7 @@ impl Handoff for Journal {
     fn submit(&self, events: &[&Event]) -> Result<Pending, HandoffError> {
         let payloads = events
             .iter()
-            .map(|event| crate::handoff::encode(event))
+            .map(|event| crate::handoff::binary::encode(event))
             .collect();
         let pending = self.append(payloads)?;
         Ok(pending
