@@ -10,12 +10,11 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
-use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::catalogue::{Catalogue, ItemInfo, Lookup};
-use crate::event::{AnonymousId, Asin, Event, Identity, UserId};
+use crate::event::{AnonymousId, Asin, Event, Identity, Metadata, UserId};
 
 /// How long the writer waits for the catalogue: far longer than a request may, since a batch
 /// that cannot be enriched cannot be written.
@@ -181,7 +180,7 @@ async fn insert_users(tx: &mut sqlx::PgConnection, users: &[i64]) -> Result<(), 
 
 const INSERT_EVENTS: &str = r"
 INSERT INTO interaction_logs (event_id, user_id, asin, event_type, ts, metadata)
-SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::event_type_enum[], $5::timestamp[], $6::jsonb[])
+SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::event_type_enum[], $5::timestamp[], $6::text[]::jsonb[])
 ON CONFLICT (event_id) DO NOTHING";
 
 /// The insert of a batch that holds visitors' events: a visitor already identified (their
@@ -189,7 +188,7 @@ ON CONFLICT (event_id) DO NOTHING";
 const INSERT_VISITOR_EVENTS: &str = r"
 INSERT INTO interaction_logs (event_id, user_id, asin, event_type, ts, metadata, anonymous_id)
 SELECT e.event_id, COALESCE(e.user_id, i.user_id), e.asin, e.event_type, e.ts, e.metadata, e.anonymous_id
-FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::event_type_enum[], $6::timestamp[], $7::jsonb[], $1::text[])
+FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::event_type_enum[], $6::timestamp[], $7::text[]::jsonb[], $1::text[])
     AS e (event_id, user_id, asin, event_type, ts, metadata, anonymous_id)
 LEFT JOIN visitor_identities i ON i.anonymous_id = e.anonymous_id
 ON CONFLICT (event_id) DO NOTHING";
@@ -224,7 +223,8 @@ struct Rows<'a> {
     asins: Vec<&'a str>,
     types: Vec<&'static str>,
     times: Vec<NaiveDateTime>,
-    metadata: Vec<Option<Value>>,
+    /// JSON text, cast to `jsonb` by the insert.
+    metadata: Vec<Option<String>>,
 }
 
 impl<'a> Rows<'a> {
@@ -261,29 +261,47 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// The stored metadata: the client's, plus the catalogue's category and brand where known (the
-/// catalogue's win over client fields of the same name). None when there is nothing to store.
-pub fn enrich(event: &Event, info: Option<&ItemInfo>) -> Option<Value> {
-    let mut metadata: Map<String, Value> = match &event.metadata {
-        Some(raw) => serde_json::from_str(raw.as_json()).unwrap_or_default(),
-        None => Map::new(),
-    };
+/// The stored metadata as JSON text: the client's, plus the catalogue's category and brand where
+/// known. None when there is nothing to store.
+///
+/// The catalogue's fields are appended to the client's object as text, not merged into a parsed
+/// map: where the client sent a field of the same name, the text holds the name twice, and
+/// PostgreSQL's `jsonb` keeps the last, so the catalogue's wins.
+pub fn enrich(event: &Event, info: Option<&ItemInfo>) -> Option<String> {
+    let client = event.metadata.as_ref().map_or("{}", Metadata::as_json);
+    let mut fields = [("category", None), ("brand", None)];
     if let Some(info) = info {
-        if let Some(category) = &info.category {
-            metadata.insert("category".to_owned(), Value::String(category.clone()));
-        }
-        if let Some(brand) = &info.brand {
-            metadata.insert("brand".to_owned(), Value::String(brand.clone()));
-        }
+        fields = [
+            ("category", info.category.as_deref()),
+            ("brand", info.brand.as_deref()),
+        ];
     }
-    (!metadata.is_empty()).then_some(Value::Object(metadata))
+    // The client's object without its closing brace (metadata is always an object).
+    let mut text = client.strip_suffix('}')?.as_bytes().to_vec();
+    for (name, value) in fields {
+        let Some(value) = value else { continue };
+        if text.len() > 1 {
+            text.push(b',');
+        }
+        serde_json::to_writer(&mut text, name).expect("a string serializes");
+        text.push(b':');
+        serde_json::to_writer(&mut text, value).expect("a string serializes");
+    }
+    text.push(b'}');
+    let text = String::from_utf8(text).expect("JSON text is UTF-8");
+    (text != "{}").then_some(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{Arrival, EventRules};
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// The stored metadata as PostgreSQL's `jsonb` reads it (the last of a repeated name).
+    fn enriched(event: &Event, info: Option<&ItemInfo>) -> Option<Value> {
+        enrich(event, info).map(|text| serde_json::from_str(&text).unwrap())
+    }
 
     fn event(metadata: Value) -> Event {
         let mut body = json!({"user_id": 1, "asin": "B0", "event_type": "view"});
@@ -302,7 +320,7 @@ mod tests {
 
     #[test]
     fn the_catalogue_is_merged_into_the_clients_metadata() {
-        let enriched = enrich(
+        let enriched = enriched(
             &event(json!({"page": "pdp", "category": "mine"})),
             Some(&info(Some("Books"), Some("Penguin"))),
         );
@@ -314,12 +332,25 @@ mod tests {
 
     #[test]
     fn what_is_unknown_is_left_out() {
-        assert_eq!(enrich(&event(Value::Null), None), None);
-        assert_eq!(enrich(&event(Value::Null), Some(&info(None, None))), None);
+        assert_eq!(enriched(&event(Value::Null), None), None);
+        assert_eq!(enriched(&event(Value::Null), Some(&info(None, None))), None);
         assert_eq!(
-            enrich(&event(Value::Null), Some(&info(Some("Books"), None))),
+            enriched(&event(Value::Null), Some(&info(Some("Books"), None))),
             Some(json!({"category": "Books"}))
         );
-        assert_eq!(enrich(&event(json!({"a": 1})), None), Some(json!({"a": 1})));
+        assert_eq!(
+            enriched(&event(json!({"a": 1})), None),
+            Some(json!({"a": 1}))
+        );
+        assert_eq!(enriched(&event(json!({})), Some(&info(None, None))), None);
+    }
+
+    #[test]
+    fn the_catalogues_text_is_escaped() {
+        let quoted = info(Some("Toys \"& Games\"\n"), Some("Ü"));
+        assert_eq!(
+            enriched(&event(json!({})), Some(&quoted)),
+            Some(json!({"category": "Toys \"& Games\"\n", "brand": "Ü"}))
+        );
     }
 }

@@ -15,7 +15,9 @@ async fn every_event_type_is_stored_once_enriched_with_its_receive_time() {
     let (asin, category, brand) = ITEMS[0];
     let before = Utc::now().naive_utc();
     for event_type in ["view", "click", "add_to_cart", "purchase", "rate"] {
-        let body = json!({"user_id": 7, "asin": asin, "event_type": event_type, "metadata": {"page": "pdp"}});
+        // The catalogue's brand wins over the client's, in the stored row.
+        let body = json!({"user_id": 7, "asin": asin, "event_type": event_type,
+                          "metadata": {"page": "pdp", "brand": "the client's"}});
         let (status, answer) = app.post("/api/event", &body).await;
         assert_eq!(status, 200);
         assert_eq!(
