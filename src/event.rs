@@ -672,7 +672,7 @@ pub struct Event {
     /// When the event happened, settled once at acceptance by [`Arrival::event_time`] and carried
     /// with the event, so that a replay stores the same time. Records journaled before this
     /// field existed lack it: their time is `received_at`. Read it with [`Event::ts`].
-    ts: Option<DateTime<Utc>>,
+    pub(crate) ts: Option<DateTime<Utc>>,
     /// Whether the client chose the event id (and so may send the same event again).
     pub client_event_id: bool,
 }
@@ -738,15 +738,16 @@ impl TryFrom<EventRecord> for Event {
             (None, Some(visitor)) => Actor::Visitor(visitor),
             _ => return Err("an event record names exactly one of user_id and anonymous_id"),
         };
-        Ok(Self::from_record(
-            record.event_id,
+        Ok(Self {
+            event_id: record.event_id,
             actor,
-            record.asin,
-            record.event_type,
-            record.metadata,
-            record.received_at,
-            record.ts,
-        ))
+            asin: record.asin,
+            event_type: record.event_type,
+            metadata: record.metadata,
+            received_at: record.received_at,
+            ts: record.ts,
+            client_event_id: false,
+        })
     }
 }
 
@@ -763,17 +764,19 @@ impl Event {
 
     /// Builds an event from an element of a batch, as read from the body.
     pub fn from_item(
-        item: EventItem,
+        item: BatchValue,
         rules: &EventRules,
         arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
-        match item.0 {
-            Ok(fields) => Self::from_fields(&fields, rules, arrival),
-            Err(kind) => Err(InvalidEvent::invalid(
-                "event",
-                format!("an event must be a JSON object, got {kind}"),
-            )),
-        }
+        let kind = match item {
+            BatchValue::Fields(fields) => return Self::from_fields(&fields, rules, arrival),
+            BatchValue::Array(_) => "an array",
+            BatchValue::Other(kind) => kind,
+        };
+        Err(InvalidEvent::invalid(
+            "event",
+            format!("an event must be a JSON object, got {kind}"),
+        ))
     }
 
     /// Builds an event from an already parsed JSON value, as an element of a batch (the load
@@ -783,7 +786,7 @@ impl Event {
         rules: &EventRules,
         arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
-        let item = EventItem::deserialize(value).expect("any JSON value is an item");
+        let item = BatchValue::deserialize(value).expect("any JSON value is read");
         Self::from_item(item, rules, arrival)
     }
 
@@ -820,40 +823,13 @@ impl Event {
     pub fn ts(&self) -> DateTime<Utc> {
         self.ts.unwrap_or(self.received_at)
     }
-
-    /// The event time its record carries: `None` in records written before `ts` existed.
-    pub(crate) fn recorded_ts(&self) -> Option<DateTime<Utc>> {
-        self.ts
-    }
-
-    /// An event as a hand-off record holds it (its fields already checked).
-    pub(crate) fn from_record(
-        event_id: Uuid,
-        actor: Actor,
-        asin: Asin,
-        event_type: EventType,
-        metadata: Option<Metadata>,
-        received_at: DateTime<Utc>,
-        ts: Option<DateTime<Utc>>,
-    ) -> Self {
-        Self {
-            event_id,
-            actor,
-            asin,
-            event_type,
-            metadata,
-            received_at,
-            ts,
-            client_event_id: false,
-        }
-    }
 }
 
 /// An event request's fields as the body has them: each known field's JSON value, taken as the
 /// body is read, without an object of them all; other fields are read and dropped. A repeated
 /// key counts as its last occurrence, as when the object is read whole.
 #[derive(Debug, Default)]
-struct EventFields {
+pub struct EventFields {
     user_id: Option<Value>,
     anonymous_id: Option<Value>,
     asin: Option<Value>,
@@ -910,60 +886,66 @@ impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
     }
 }
 
-/// An element of a batch's `events`, read as the body is parsed: an object's fields (read as a
-/// single event's body is, with no object of them all), or else the kind of JSON value it was,
-/// for the element's error.
-pub struct EventItem(Result<EventFields, &'static str>);
+/// A value of a batch's body, read as the body is parsed (no JSON tree of the batch is built):
+/// an object's event fields (read as a single event's body is), an array's elements, or the kind
+/// of any other value, for its error. Every value is read as strictly as the rest of the body.
+// Nearly every value is an event's fields: boxing them would add an allocation to each event.
+#[allow(clippy::large_enum_variant)]
+pub enum BatchValue {
+    Fields(EventFields),
+    Array(Vec<BatchValue>),
+    Other(&'static str),
+}
 
-impl<'de> Deserialize<'de> for EventItem {
+impl<'de> Deserialize<'de> for BatchValue {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ItemVisitor)
+        deserializer.deserialize_any(BatchValueVisitor)
     }
 }
 
-struct ItemVisitor;
+struct BatchValueVisitor;
 
-impl<'de> serde::de::Visitor<'de> for ItemVisitor {
-    type Value = EventItem;
+impl<'de> serde::de::Visitor<'de> for BatchValueVisitor {
+    type Value = BatchValue;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<EventItem, M::Error> {
-        FieldsVisitor
-            .visit_map(map)
-            .map(|fields| EventItem(Ok(fields)))
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<BatchValue, M::Error> {
+        FieldsVisitor.visit_map(map).map(BatchValue::Fields)
     }
 
-    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<EventItem, S::Error> {
-        // Read as strictly as any other value (see FieldsVisitor), and dropped.
-        while seq.next_element::<Value>()?.is_some() {}
-        Ok(EventItem(Err("an array")))
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<BatchValue, S::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(BatchValue::Array(items))
     }
 
-    fn visit_unit<E>(self) -> Result<EventItem, E> {
-        Ok(EventItem(Err("null")))
+    fn visit_unit<E>(self) -> Result<BatchValue, E> {
+        Ok(BatchValue::Other("null"))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<EventItem, E> {
-        Ok(EventItem(Err("a boolean")))
+    fn visit_bool<E>(self, _: bool) -> Result<BatchValue, E> {
+        Ok(BatchValue::Other("a boolean"))
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<EventItem, E> {
-        Ok(EventItem(Err("a number")))
+    fn visit_i64<E>(self, _: i64) -> Result<BatchValue, E> {
+        Ok(BatchValue::Other("a number"))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<EventItem, E> {
-        Ok(EventItem(Err("a number")))
+    fn visit_u64<E>(self, _: u64) -> Result<BatchValue, E> {
+        Ok(BatchValue::Other("a number"))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<EventItem, E> {
-        Ok(EventItem(Err("a number")))
+    fn visit_f64<E>(self, _: f64) -> Result<BatchValue, E> {
+        Ok(BatchValue::Other("a number"))
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<EventItem, E> {
-        Ok(EventItem(Err("a string")))
+    fn visit_str<E>(self, _: &str) -> Result<BatchValue, E> {
+        Ok(BatchValue::Other("a string"))
     }
 }
 

@@ -4,7 +4,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -13,7 +12,7 @@ use uuid::Uuid;
 use super::error::ErrorDetail;
 use super::openapi::{BatchRequest, BodyErrors, EdgeErrors, EventRequest};
 use super::{ApiError, AppState, body};
-use crate::event::{Arrival, Event, EventItem, EventType, ParseError, optional_time};
+use crate::event::{Arrival, BatchValue, Event, EventType, ParseError, optional_time};
 
 /// The seed's answer, exactly: `{"success": true, "message": "Event logged: view"}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -65,67 +64,9 @@ fn logged(event_type: EventType) -> EventLogged {
 /// The batch as parsed: `events` is checked by hand, for per-event errors.
 #[derive(Deserialize)]
 struct BatchEnvelope {
-    events: EventItems,
+    events: BatchValue,
     #[serde(default)]
     sent_at: Option<Value>,
-}
-
-/// The batch's `events`: its elements, each read into its fields as the body is parsed (no JSON
-/// tree of the batch is built), or `None` when it is not an array.
-struct EventItems(Option<Vec<EventItem>>);
-
-impl<'de> Deserialize<'de> for EventItems {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ItemsVisitor)
-    }
-}
-
-/// Anything but an array is read whole, as strictly as the rest of the body, and refused after.
-struct ItemsVisitor;
-
-impl<'de> Visitor<'de> for ItemsVisitor {
-    type Value = EventItems;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an array of events")
-    }
-
-    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<EventItems, S::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(EventItems(Some(items)))
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<EventItems, M::Error> {
-        while map.next_entry::<String, Value>()?.is_some() {}
-        Ok(EventItems(None))
-    }
-
-    fn visit_unit<E>(self) -> Result<EventItems, E> {
-        Ok(EventItems(None))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<EventItems, E> {
-        Ok(EventItems(None))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<EventItems, E> {
-        Ok(EventItems(None))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<EventItems, E> {
-        Ok(EventItems(None))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<EventItems, E> {
-        Ok(EventItems(None))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<EventItems, E> {
-        Ok(EventItems(None))
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -179,7 +120,7 @@ pub async fn log_events(
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(not_an_envelope());
     }
-    let EventItems(Some(items)) = request.events else {
+    let BatchValue::Array(items) = request.events else {
         return Err(ApiError::InvalidBody(
             "events must be an array of events".to_owned(),
         ));

@@ -45,7 +45,7 @@ pub fn encode(event: &Event) -> Vec<u8> {
     if matches!(event.actor, Actor::Visitor(_)) {
         flags |= VISITOR;
     }
-    if event.recorded_ts().is_some() {
+    if event.ts.is_some() {
         flags |= HAS_TS;
     }
     if metadata.is_some() {
@@ -65,7 +65,7 @@ pub fn encode(event: &Event) -> Vec<u8> {
         }
     }
     put_time(&mut out, event.received_at);
-    if let Some(ts) = event.recorded_ts() {
+    if let Some(ts) = event.ts {
         put_time(&mut out, ts);
     }
     // At most MAX_ASIN_CHARS (64) characters: 256 bytes.
@@ -113,7 +113,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     if !input.0.is_empty() {
         return Err(DecodeError("trailing bytes"));
     }
-    Ok(Event::from_record(
+    Ok(Event {
         event_id,
         actor,
         asin,
@@ -121,7 +121,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         metadata,
         received_at,
         ts,
-    ))
+        // A record does not say whether the client chose the id.
+        client_event_id: false,
+    })
 }
 
 fn type_code(event_type: EventType) -> u8 {
@@ -215,7 +217,7 @@ mod tests {
         let Ok(super::super::Record::Event(old)) = super::super::decode(json) else {
             panic!("not an event");
         };
-        assert_eq!(old.recorded_ts(), None);
+        assert_eq!(old.ts, None);
         assert_eq!(round_trip(&old), old);
     }
 
