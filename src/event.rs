@@ -572,10 +572,11 @@ impl Metadata {
     }
 
     /// Metadata as a record holds it, checked when the event was accepted: `None` unless it is
-    /// a JSON object.
+    /// a JSON object with no whitespace around it (as written).
     pub(crate) fn from_recorded(json: String) -> Option<Self> {
+        let len = json.len();
         let raw = RawValue::from_string(json).ok()?;
-        raw.get().starts_with('{').then_some(Self(raw))
+        (raw.get().len() == len && raw.get().starts_with('{')).then_some(Self(raw))
     }
 }
 

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::catalogue::{Catalogue, ItemInfo, Lookup};
-use crate::event::{AnonymousId, Asin, Event, Identity, Metadata, UserId};
+use crate::event::{AnonymousId, Asin, Event, Identity, UserId};
 
 /// How long the writer waits for the catalogue: far longer than a request may, since a batch
 /// that cannot be enriched cannot be written.
@@ -268,7 +268,13 @@ impl<'a> Rows<'a> {
 /// map: where the client sent a field of the same name, the text holds the name twice, and
 /// PostgreSQL's `jsonb` keeps the last, so the catalogue's wins.
 pub fn enrich(event: &Event, info: Option<&ItemInfo>) -> Option<String> {
-    let client = event.metadata.as_ref().map_or("{}", Metadata::as_json);
+    // Compact JSON as the API writes it; a record from elsewhere (the stream) may have
+    // whitespace, and anything but an object counts as none, as a parsed map would.
+    let client = event.metadata.as_ref().map_or("{}", |m| m.as_json().trim());
+    let client = match client.strip_suffix('}') {
+        Some(open) if client.starts_with('{') => open.trim_end(),
+        _ => "{",
+    };
     let mut fields = [("category", None), ("brand", None)];
     if let Some(info) = info {
         fields = [
@@ -276,20 +282,24 @@ pub fn enrich(event: &Event, info: Option<&ItemInfo>) -> Option<String> {
             ("brand", info.brand.as_deref()),
         ];
     }
-    // The client's object without its closing brace (metadata is always an object).
-    let mut text = client.strip_suffix('}')?.as_bytes().to_vec();
+    // The client's object without its closing brace.
+    let mut empty = client[1..].trim_start().is_empty();
+    let mut text = client.as_bytes().to_vec();
     for (name, value) in fields {
         let Some(value) = value else { continue };
-        if text.len() > 1 {
+        if !empty {
             text.push(b',');
         }
+        empty = false;
         serde_json::to_writer(&mut text, name).expect("a string serializes");
         text.push(b':');
         serde_json::to_writer(&mut text, value).expect("a string serializes");
     }
+    if empty {
+        return None;
+    }
     text.push(b'}');
-    let text = String::from_utf8(text).expect("JSON text is UTF-8");
-    (text != "{}").then_some(text)
+    Some(String::from_utf8(text).expect("JSON text is UTF-8"))
 }
 
 #[cfg(test)]
@@ -343,6 +353,26 @@ mod tests {
             Some(json!({"a": 1}))
         );
         assert_eq!(enriched(&event(json!({})), Some(&info(None, None))), None);
+    }
+
+    #[test]
+    fn metadata_with_whitespace_from_the_stream_is_still_an_object() {
+        let record = br#"{"event_id":"019ac9a2-5bd4-7c51-a2f0-5d6a3f1c2b10","user_id":7,"asin":"B0","event_type":"view","metadata": { "a" : 1 } ,"received_at":"2026-11-29T07:12:01Z"}"#;
+        let empty = br#"{"event_id":"019ac9a2-5bd4-7c51-a2f0-5d6a3f1c2b10","user_id":7,"asin":"B0","event_type":"view","metadata":{ },"received_at":"2026-11-29T07:12:01Z"}"#;
+        let event = |bytes: &[u8]| match crate::handoff::decode(bytes) {
+            Ok(crate::handoff::Record::Event(event)) => event,
+            _ => panic!("not an event"),
+        };
+        let books = info(Some("Books"), None);
+        assert_eq!(
+            enriched(&event(record), Some(&books)),
+            Some(json!({"a": 1, "category": "Books"}))
+        );
+        assert_eq!(
+            enriched(&event(empty), Some(&books)),
+            Some(json!({"category": "Books"}))
+        );
+        assert_eq!(enriched(&event(empty), None), None);
     }
 
     #[test]
