@@ -95,14 +95,15 @@ impl CatalogueArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WriterArgs {
     /// Most events per PostgreSQL write.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
     pub batch_size: u64,
 
     /// Longest wait for a batch to fill before it is written anyway.
     #[arg(long, env = "BATCH_INTERVAL_MS", default_value_t = 50)]
     pub batch_interval_ms: u64,
 
-    /// Batches written to PostgreSQL at once, each on a connection of its own.
+    /// Batches written to PostgreSQL at once, each on a connection of its own, while the writer
+    /// is behind (its last batch was full); one at a time while it keeps up.
     #[arg(long, env = "PARALLEL_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=16))]
     pub parallel_batches: u64,
 

@@ -40,7 +40,8 @@ mod batch;
 pub struct WriterConfig {
     pub batch_size: usize,
     pub batch_interval: Duration,
-    /// Batches written at once, each on a connection of its own.
+    /// Batches written at once, each on a connection of its own, while the writer is behind
+    /// (its last batch came back full); one at a time while it keeps up.
     pub parallel_batches: usize,
     /// Users remembered as present in `users`.
     pub known_users: u64,
@@ -137,8 +138,11 @@ pub fn start<S: Source>(
     }
 }
 
-/// Reads batches from the source and hands them to [`Storer`]s, at most `parallel_batches` at a
-/// time, confirming them to the source in order as they finish.
+/// Reads batches from the source and hands them to [`Storer`]s, confirming them to the source in
+/// order as they finish: up to `parallel_batches` at a time while the source holds more than a
+/// batch (the last fetch came back full: a backlog to catch up on), one at a time while the
+/// writer keeps up. Two transactions at once cost PostgreSQL a quarter more CPU per row on a
+/// busy machine (bench/README.md), which only catching up is worth.
 struct Writer<S: Source> {
     status: WriterStatus,
     storer: Arc<Storer>,
@@ -173,6 +177,7 @@ struct InFlight<R> {
 impl<S: Source> Writer<S> {
     async fn run(mut self) {
         let mut in_flight: VecDeque<InFlight<S::Receipt>> = VecDeque::new();
+        let mut behind = false;
         loop {
             fail::fail_point!("writer");
             while in_flight.front().is_some_and(|b| b.task.is_finished()) {
@@ -183,7 +188,12 @@ impl<S: Source> Writer<S> {
             self.status
                 .track(in_flight.front().and_then(|b| b.batch.oldest));
             let stopping = *self.stopping.borrow();
-            let room = in_flight.len() < self.config.parallel_batches;
+            let parallel = if behind {
+                self.config.parallel_batches
+            } else {
+                1
+            };
+            let room = in_flight.len() < parallel;
             if stopping && in_flight.is_empty() && !self.source.has_backlog() {
                 break;
             }
@@ -198,6 +208,7 @@ impl<S: Source> Writer<S> {
                 () = self.source.ready(), if fetch => {
                     let (max, linger) = (self.config.batch_size, self.config.batch_interval);
                     if let Some(fetched) = self.source.next(max, linger, &mut self.stopping).await {
+                        behind = fetched.records.len() >= max;
                         in_flight.push_back(self.spawn(decode(fetched), Duration::ZERO));
                     }
                 }
