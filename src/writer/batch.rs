@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
-use sqlx::PgPool;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
+use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::catalogue::{Catalogue, ItemInfo, Lookup};
@@ -180,7 +183,7 @@ async fn insert_users(tx: &mut sqlx::PgConnection, users: &[i64]) -> Result<(), 
 
 const INSERT_EVENTS: &str = r"
 INSERT INTO interaction_logs (event_id, user_id, asin, event_type, ts, metadata)
-SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::event_type_enum[], $5::timestamp[], $6::text[]::jsonb[])
+SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::event_type_enum[], $5::timestamp[], $6::jsonb[])
 ON CONFLICT (event_id) DO NOTHING";
 
 /// The insert of a batch that holds visitors' events: a visitor already identified (their
@@ -188,7 +191,7 @@ ON CONFLICT (event_id) DO NOTHING";
 const INSERT_VISITOR_EVENTS: &str = r"
 INSERT INTO interaction_logs (event_id, user_id, asin, event_type, ts, metadata, anonymous_id)
 SELECT e.event_id, COALESCE(e.user_id, i.user_id), e.asin, e.event_type, e.ts, e.metadata, e.anonymous_id
-FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::event_type_enum[], $6::timestamp[], $7::text[]::jsonb[], $1::text[])
+FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::event_type_enum[], $6::timestamp[], $7::jsonb[], $1::text[])
     AS e (event_id, user_id, asin, event_type, ts, metadata, anonymous_id)
 LEFT JOIN visitor_identities i ON i.anonymous_id = e.anonymous_id
 ON CONFLICT (event_id) DO NOTHING";
@@ -223,8 +226,7 @@ struct Rows<'a> {
     asins: Vec<&'a str>,
     types: Vec<&'static str>,
     times: Vec<NaiveDateTime>,
-    /// JSON text, cast to `jsonb` by the insert.
-    metadata: Vec<Option<String>>,
+    metadata: Vec<Option<JsonbText>>,
 }
 
 impl<'a> Rows<'a> {
@@ -253,11 +255,37 @@ impl<'a> Rows<'a> {
                 Some(Lookup::Known(info)) => Some(info.as_ref()),
                 _ => None,
             };
-            rows.metadata.push(enrich(event, info));
+            rows.metadata.push(enrich(event, info).map(JsonbText));
         }
         rows.visitors.sort_unstable();
         rows.visitors.dedup();
         rows
+    }
+}
+
+/// JSON text sent as `jsonb` in its binary form (a version byte, then the text): PostgreSQL
+/// parses it once, where a `text` parameter cast to `jsonb` would be converted through text I/O
+/// first.
+struct JsonbText(String);
+
+impl sqlx::Type<Postgres> for JsonbText {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_name("jsonb")
+    }
+}
+
+impl PgHasArrayType for JsonbText {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_name("_jsonb")
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for JsonbText {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        // The version of jsonb's binary format.
+        buf.push(1);
+        buf.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
     }
 }
 
