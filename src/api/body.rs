@@ -13,6 +13,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
@@ -36,7 +37,10 @@ const INFLATION_CHECKED_FROM: usize = 16 * 1024;
 
 /// Reads the body of a JSON request. `Content-Type` may be absent, `application/json`, or
 /// `text/plain` (what `navigator.sendBeacon` sends without a CORS preflight); anything else is 415.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Takes the whole request, so that its headers are read where they are, not copied out.
+pub async fn read_json(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let essence = content_type
             .to_str()
@@ -44,9 +48,10 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             .split(';')
             .next()
             .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" && essence != "text/plain" {
+            .trim();
+        if !essence.eq_ignore_ascii_case("application/json")
+            && !essence.eq_ignore_ascii_case("text/plain")
+        {
             discard(body).await;
             return Err(ApiError::UnsupportedMediaType);
         }

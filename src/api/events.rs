@@ -1,9 +1,7 @@
 //! `POST /api/event` (one event, the seed's endpoint) and `POST /api/events` (a batch).
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -32,10 +30,9 @@ pub struct EventLogged {
 )]
 pub async fn log_event(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<EventLogged>, ApiError> {
-    let body = body::read_json(&headers, body, app.limits.max_body_bytes).await?;
+    let body = body::read_json(request, app.limits.max_body_bytes).await?;
     let event = match Event::from_json(&body, &app.limits.events, Arrival::now()) {
         Ok(event) => event,
         Err(ParseError::Invalid(invalid)) => return Err(rejected_event(invalid.into())),
@@ -105,10 +102,9 @@ pub enum EventStatus {
 )]
 pub async fn log_events(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<BatchLogged>, ApiError> {
-    let body = body::read_json(&headers, body, app.limits.max_batch_body_bytes).await?;
+    let body = body::read_json(request, app.limits.max_batch_body_bytes).await?;
     let not_an_envelope =
         || ApiError::InvalidBody(r#"the body must be a JSON object {"events": [...]}"#.to_owned());
     let request: BatchEnvelope =

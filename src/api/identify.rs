@@ -2,9 +2,7 @@
 //! stored events are attributed to the user by the writer, in the background.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -36,10 +34,9 @@ pub struct Identified {
 )]
 pub async fn identify(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<Identified>, ApiError> {
-    let body = body::read_json(&headers, body, app.limits.max_body_bytes).await?;
+    let body = body::read_json(request, app.limits.max_body_bytes).await?;
     let request: Map<String, Value> = serde_json::from_slice(&body).map_err(ParseError::from)?;
     let identity = Identity::from_object(&request, chrono::Utc::now())?;
     let durable = app.ingest.handoff.submit_identity(&identity)?;

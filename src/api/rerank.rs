@@ -1,9 +1,7 @@
 //! `POST /api/rerank`: reorder a recommender's list with a user's (or visitor's) realtime context.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -34,10 +32,9 @@ pub struct RerankResponse {
 )]
 pub async fn rerank(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<RerankResponse>, ApiError> {
-    let body = body::read_json(&headers, body, app.limits.max_batch_body_bytes).await?;
+    let body = body::read_json(request, app.limits.max_batch_body_bytes).await?;
     let request: Map<String, Value> = serde_json::from_slice(&body).map_err(ParseError::from)?;
     let actor = Actor::from_object(&request)?;
     let items = parse_items(request.get("items"))?;

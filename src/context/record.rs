@@ -198,9 +198,14 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
     let updates = &updates;
     let calls = groups.iter().map(|group| async move {
         // EVALSHA built as one command: a `ScriptInvocation` would hold each key and argument
-        // in an allocation of its own before copying them into the command.
-        let mut command = redis::cmd("EVALSHA");
-        command.arg(redis.script.get_hash()).arg(group.len() * 5);
+        // in an allocation of its own before copying them into the command. Sized at once for
+        // every part (the name, the hash, the key count, eight settings of at most 20 digits).
+        let parts: usize = group.iter().map(|&i| updates[i].bytes.len()).sum();
+        let mut command = redis::Cmd::with_capacity(3 + 10 * group.len() + 8, 64 + 8 * 20 + parts);
+        command
+            .arg("EVALSHA")
+            .arg(redis.script.get_hash())
+            .arg(group.len() * 5);
         for &i in group {
             for n in 0..5 {
                 command.arg(updates[i].part(n));
