@@ -2,17 +2,19 @@
 the service's script calls (PER_CALL events a call, as a merged round carries them) or as the
 floor's six commands per event (benches/floor.rs). For bench/run redis-instructions.
 
-    python3 bench/redis_commands.py service|floor EVENTS PER_CALL SCRIPT_SHA SEED PREFIX USERS
+    python3 bench/redis_commands.py service|floor EVENTS PER_CALL SCRIPT_SHA SEED PREFIX USERS IDS
 
 The script's keys and arguments follow src/context/record.rs: five keys and five arguments per
 event, after eight settings. Events are views by USERS users of 10,000 items in 30 categories,
-each with a client event id (16 bytes, as the service stores them).
+each with a client event id (16 bytes, as the service stores them) when IDS is 1, without one
+(the seed's event shape: the script then leaves the id set alone) when it is 0.
 """
 
 import random
 import sys
 
 side, events, per_call, sha, seed, prefix, users = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+with_ids = sys.argv[8] == "1"
 rng = random.Random(seed)
 out = sys.stdout.buffer
 TTL, NOW_MS = 900, 1764453600000
@@ -31,7 +33,8 @@ def command(*args):
 def event():
     stem = f"{prefix}user:{rng.randrange(1, users + 1)}:"
     time = "2026-11-29T22:00:00.%03dZ" % rng.randrange(1000)
-    return stem, f"B{rng.randrange(10000):09d}", f"Category {rng.randrange(30)}", time, rng.randbytes(16)
+    event_id = rng.randbytes(16) if with_ids else b""
+    return stem, f"B{rng.randrange(10000):09d}", f"Category {rng.randrange(30)}", time, event_id
 
 
 done = 0

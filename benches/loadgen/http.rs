@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::{merge, percentiles, random_event};
+use crate::{EventIds, merge, percentiles, random_event};
 
 #[derive(clap::Args, Clone)]
 pub struct HttpArgs {
@@ -67,10 +67,10 @@ pub struct HttpArgs {
     /// sends its larger batches.
     #[arg(long)]
     gzip: bool,
-    /// Random event ids (as clients that use UUIDv4 send) instead of time-ordered UUIDv7 ones
-    /// (as the TypeScript client sends).
-    #[arg(long)]
-    random_event_ids: bool,
+    /// The events' client ids: time-ordered UUIDv7s (as the TypeScript client sends), random
+    /// ones (as clients that use UUIDv4 send), or none (the seed's event shape).
+    #[arg(long, value_enum, default_value_t = EventIds::TimeOrdered)]
+    event_ids: EventIds,
 }
 
 /// An event's id and its user.
@@ -111,12 +111,7 @@ impl Plan {
     fn prepare(&self, rng: &mut SmallRng) -> Prepared {
         let mut events = Vec::new();
         let mut event = |rng: &mut SmallRng| {
-            let event = random_event(
-                rng,
-                self.args.users,
-                &self.asins,
-                self.args.random_event_ids,
-            );
+            let event = random_event(rng, self.args.users, &self.asins, self.args.event_ids);
             let id = event["event_id"].as_str().unwrap_or_default().to_owned();
             events.push((id, event["user_id"].as_i64().unwrap_or_default()));
             event
@@ -180,6 +175,10 @@ struct Tally {
 }
 
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.event_ids != EventIds::None || (args.acked_file.is_none() && !args.retry),
+        "--acked-file and --retry need client event ids: not --event-ids none"
+    );
     let pool = event_ingest::db::connect(&args.database_url, 1).await?;
     let asins: Vec<String> = sqlx::query_scalar("SELECT asin FROM items ORDER BY asin LIMIT $1")
         .bind(args.items.clamp(1, 20_000))

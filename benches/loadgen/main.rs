@@ -75,28 +75,41 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// A random valid event for `users` users over `asins`, with a client event id: a UUIDv7 of
-/// the current time, or with `random_id` 128 random bits.
+/// What client event id the generated events carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventIds {
+    /// A UUIDv7 of the current time, as the TypeScript client sends.
+    TimeOrdered,
+    /// 128 random bits, as clients that use UUIDv4 send.
+    Random,
+    /// None, as in the seed's event shape: the service gives each event one.
+    None,
+}
+
+/// A random valid event for `users` users over `asins`, with a client event id of the kind `ids`.
 pub fn random_event(
     rng: &mut SmallRng,
     users: i64,
     asins: &[String],
-    random_id: bool,
+    ids: EventIds,
 ) -> serde_json::Value {
     let event_type = EventType::ALL[rng.random_range(0..EventType::ALL.len())];
-    let event_id = if random_id {
-        uuid::Uuid::from_u128(rng.random())
-    } else {
-        let now = chrono::Utc::now().timestamp_millis() as u64;
-        uuid::Builder::from_unix_timestamp_millis(now, &rng.random()).into_uuid()
-    };
-    json!({
+    let mut event = json!({
         "user_id": rng.random_range(1..=users),
         "asin": asins[rng.random_range(0..asins.len())],
         "event_type": event_type.as_str(),
-        "event_id": event_id,
         "metadata": {"page": "bench"},
-    })
+    });
+    let event_id = match ids {
+        EventIds::TimeOrdered => {
+            let now = chrono::Utc::now().timestamp_millis() as u64;
+            uuid::Builder::from_unix_timestamp_millis(now, &rng.random()).into_uuid()
+        }
+        EventIds::Random => uuid::Uuid::from_u128(rng.random()),
+        EventIds::None => return event,
+    };
+    event["event_id"] = json!(event_id);
+    event
 }
 
 /// Latency figures in milliseconds.
@@ -129,7 +142,7 @@ async fn fill_journal(args: JournalArgs) -> anyhow::Result<()> {
         let n = 1000.min(args.events - chunk * 1000);
         let payloads = (0..n)
             .map(|_| {
-                let body = random_event(&mut rng, args.users, &args.asins, false);
+                let body = random_event(&mut rng, args.users, &args.asins, EventIds::TimeOrdered);
                 let event =
                     Event::from_value(body, &EventRules::default(), Arrival::at(now)).unwrap();
                 serde_json::to_vec(&event).unwrap()
