@@ -1,5 +1,6 @@
 """CPU time of the processes a benchmark involves, from /proc: `snap` prints a snapshot as JSON,
-`diff BEFORE AFTER SECONDS EVENTS` the cores each group used and its CPU per 1,000 events."""
+`diff BEFORE AFTER SECONDS EVENTS` the cores each group used, its CPU per 1,000 events, and the
+kernel's share of that CPU (system time against user time)."""
 
 import json
 import os
@@ -16,7 +17,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def snap():
-    totals = {group: 0 for group in GROUPS}
+    """Per group, the user and the system ticks of its processes."""
+    totals = {group: [0, 0] for group in GROUPS}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -27,20 +29,23 @@ def snap():
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        ticks = int(fields[11]) + int(fields[12])
+        user, system = int(fields[11]), int(fields[12])
         for group, matches in GROUPS.items():
             if matches(comm, None):
-                totals[group] += ticks
+                totals[group][0] += user
+                totals[group][1] += system
     return totals
 
 
 def diff(before, after, seconds, events):
     result = {}
     for group in GROUPS:
-        cpu = (after[group] - before[group]) / TICKS
+        user, system = (after[group][i] - before[group][i] for i in (0, 1))
+        cpu = (user + system) / TICKS
         result[group] = {
             "cores": cpu / seconds,
             "ms_per_1k_events": cpu * 1000 / max(events, 1) * 1000,
+            "kernel_share": system / (user + system) if user + system else 0.0,
         }
     return result
 

@@ -22,9 +22,10 @@ def median(runs, key):
     return values[len(values) // 2]
 
 
-def median_cpu(runs, group):
-    """The median CPU per event of a process group, in µs."""
-    return sorted(r["cpu"][group]["ms_per_1k_events"] for r in runs)[len(runs) // 2]
+def median_cpu(runs, group, measure="ms_per_1k_events"):
+    """The median of a process group's CPU per event (in µs), or of another of bench/cpu.py's
+    measures (`kernel_share`)."""
+    return sorted(r["cpu"][group][measure] for r in runs)[len(runs) // 2]
 
 
 def machine():
@@ -179,13 +180,14 @@ def floor_report(runs):
     print()
     print(f"The service against the floor (medians of {len(runs['floor-a'])} interleaved rounds; CPU in µs per event):")
     print()
-    print("| | (a) req/s | (b) p50 / p99 (ms) | (a) CPU per event: server / Redis / PostgreSQL (µs) |")
-    print("| --- | --- | --- | --- |")
+    print("| | (a) req/s | (b) p50 / p99 (ms) | (a) CPU per event: server / Redis / PostgreSQL (µs) | (a) kernel's share of the server's CPU |")
+    print("| --- | --- | --- | --- | --- |")
     for side in ["floor"] + services:
         a, b = runs[f"{side}-a"], runs[f"{side}-b"]
         server = "floor" if side == "floor" else "service"
+        kernel = median_cpu(a, server, "kernel_share")
         print(f"| {side} | {median(a, 'requests_per_sec'):,.0f} | {median(b, 'p50_ms'):.2f} / {median(b, 'p99_ms'):.2f} | "
-              f"{cpu(side, 'a', server):.0f} / {cpu(side, 'a', 'redis'):.0f} / {cpu(side, 'a', 'postgres'):.0f} |")
+              f"{cpu(side, 'a', server):.0f} / {cpu(side, 'a', 'redis'):.0f} / {cpu(side, 'a', 'postgres'):.0f} | {kernel:.0%} |")
     print()
     for side in services:
         ratios = [
