@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use super::limits::RequestLimits;
 use crate::telemetry::Throttle;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -216,23 +217,42 @@ fn over_limit<K: std::hash::Hash + Eq + Clone>(
         .map_or(Ok(()), |limiter| limiter.check(key))
 }
 
+/// What guards every `/api` route: the request limits, and within them the API keys and rate
+/// limits. One layer, not one for each: each layer inside a router is a boxed service, which is
+/// cloned for every request with the layers inside it.
+#[derive(Clone)]
+pub struct ApiGuard {
+    pub limits: RequestLimits,
+    pub access: Arc<AccessControl>,
+}
+
 /// The middleware in front of every `/api` route.
-pub async fn check(
-    State(access): State<Arc<AccessControl>>,
+pub async fn guard(
+    State(guard): State<ApiGuard>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    let headers = request.headers();
-    let outcome = access.authenticate(headers).and_then(|key| {
+    guard
+        .limits
+        .apply(async {
+            match guard.access.admit(request.headers(), peer) {
+                Ok(()) => next.run(request).await,
+                Err(error) => error.into_response(),
+            }
+        })
+        .await
+}
+
+impl AccessControl {
+    /// Whether a request from `peer` may pass: its API key where keys are required, and the
+    /// rate limits of its key and of its address.
+    pub fn admit(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+        let key = self.authenticate(headers)?;
         if let Some(key) = key {
-            over_limit(&access.per_key, &key.name)?;
+            over_limit(&self.per_key, &key.name)?;
         }
-        over_limit(&access.per_address, &access.client_address(headers, peer))
-    });
-    match outcome {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
+        over_limit(&self.per_address, &self.client_address(headers, peer))
     }
 }
 

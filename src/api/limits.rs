@@ -25,18 +25,26 @@ impl RequestLimits {
     }
 }
 
-/// Sheds a request at once (503, `Retry-After`) when the cap of requests in flight is reached, and
-/// answers 503 when a request takes longer than the timeout; both are safe to retry.
+impl RequestLimits {
+    /// Answers with `work` within the limits: shed at once (503, `Retry-After`) when the cap of
+    /// requests in flight is reached, and 503 when it takes longer than the timeout; both are safe
+    /// to retry.
+    pub async fn apply(&self, work: impl Future<Output = Response>) -> Response {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            return ApiError::Busy.into_response();
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(response) => response,
+            Err(_) => ApiError::Timeout(self.timeout).into_response(),
+        }
+    }
+}
+
+/// The middleware of [`RequestLimits::apply`].
 pub async fn enforce(
     State(limits): State<RequestLimits>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Ok(_permit) = limits.permits.try_acquire_owned() else {
-        return ApiError::Busy.into_response();
-    };
-    match tokio::time::timeout(limits.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limits.timeout).into_response(),
-    }
+    limits.apply(next.run(request)).await
 }

@@ -39,7 +39,7 @@ use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::rerank::ReRankingService;
 use crate::writer::WriterStatus;
-use access::AccessControl;
+use access::{AccessControl, ApiGuard};
 pub use error::ApiError;
 use limits::RequestLimits;
 
@@ -108,18 +108,24 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
             "/api/visitors/{anonymous_id}/context",
             get(users::visitor_context),
         )
-        .route_layer(middleware::from_fn_with_state(edge.access, access::check));
+        .route_layer(middleware::from_fn_with_state(
+            ApiGuard {
+                limits: edge.limits.clone(),
+                access: edge.access,
+            },
+            access::guard,
+        ));
+    // Only the API and the demo are capped: health checks and metrics must answer when the
+    // service is busy.
     let demo = if edge.demo {
         demo::routes(state.vitals.pool.clone())
+            .route_layer(middleware::from_fn_with_state(edge.limits, limits::enforce))
     } else {
         Router::new()
     };
     let routes = Router::new()
         .merge(api)
         .merge(demo)
-        // Only the API and the demo are capped: health checks and metrics must answer when the
-        // service is busy.
-        .layer(middleware::from_fn_with_state(edge.limits, limits::enforce))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::render))
