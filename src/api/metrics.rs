@@ -2,15 +2,17 @@
 //! route.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
 use parking_lot::RwLock;
+use tower::Service;
 
 use super::Vitals;
 use crate::handoff::HandoffState;
@@ -71,35 +73,85 @@ impl RequestMetrics {
 /// `router` with its requests counted by route, method and status (`http_requests_total`) and
 /// timed by route (`http_request_duration_seconds`). A layer of the router, not around it: it
 /// needs the route each request matched.
+///
+/// A service of its own rather than `middleware::from_fn`: that clones the service it wraps, and
+/// with it every layer inside, for each request; this one calls it in place.
 pub fn recorded(router: Router) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(
-        Arc::new(RequestMetrics::default()),
-        record,
-    ))
+    let metrics = Arc::new(RequestMetrics::default());
+    router.layer(tower::layer::layer_fn(move |inner| Recorded {
+        inner,
+        metrics: metrics.clone(),
+    }))
 }
 
-async fn record(
-    State(metrics): State<Arc<RequestMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    // The methods the API has; any other is "other", so a client cannot create new series.
-    let method: &'static str = match request.method().as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "OPTIONS" => "OPTIONS",
-        "HEAD" => "HEAD",
-        _ => "other",
-    };
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    metrics.record(
-        route,
-        method,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+#[derive(Clone)]
+struct Recorded<S> {
+    inner: S,
+    metrics: Arc<RequestMetrics>,
+}
+
+impl<S> Service<Request> for Recorded<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RecordedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        // The methods the API has; any other is "other", so a client cannot create new series.
+        let method: &'static str = match request.method().as_str() {
+            "GET" => "GET",
+            "POST" => "POST",
+            "OPTIONS" => "OPTIONS",
+            "HEAD" => "HEAD",
+            _ => "other",
+        };
+        RecordedFuture {
+            answer: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            route,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer on its way; counted and timed when it comes.
+    struct RecordedFuture<F> {
+        #[pin]
+        answer: F,
+        metrics: Arc<RequestMetrics>,
+        route: Option<MatchedPath>,
+        method: &'static str,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for RecordedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = std::task::ready!(this.answer.poll(cx));
+        if let Ok(response) = &outcome {
+            let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            this.metrics.record(
+                route,
+                this.method,
+                response.status().as_u16(),
+                this.started.elapsed().as_secs_f64(),
+            );
+        }
+        Poll::Ready(outcome)
+    }
 }
