@@ -23,9 +23,7 @@ impl RequestLimits {
             timeout,
         }
     }
-}
 
-impl RequestLimits {
     /// Answers with `work` within the limits: shed at once (503, `Retry-After`) when the cap of
     /// requests in flight is reached, and 503 when it takes longer than the timeout; both are safe
     /// to retry.
