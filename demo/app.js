@@ -2,9 +2,15 @@
 // the live context and re-ranked list, refreshed after every event and every 2 seconds. The page
 // starts as a visitor (the client's anonymous id); "Log in" identifies them as the user typed,
 // which merges the visitor's context into the user's; "Log out" starts a new visitor.
+//
+// When the service has API keys, the page reads nothing without a server key: it asks for one,
+// keeps it in this tab's sessionStorage only, and sends it with every call. A server key is a
+// secret; this page is for the operator's own browser, never a public one.
 import { EventClient } from "/demo/client/index.js";
 
-const client = new EventClient({ baseUrl: location.origin });
+const KEY_STORE = "event-ingest.demo.server_key";
+let apiKey = sessionStorage.getItem(KEY_STORE) ?? undefined;
+let client = new EventClient({ baseUrl: location.origin, apiKey });
 const $ = (id) => document.getElementById(id);
 const hues = new Map();
 let products = [];
@@ -101,19 +107,47 @@ async function send(product, type) {
   refresh();
 }
 
+/** The headers of the page's own reads: the server key, once one is given. */
+function headers(extra = {}) {
+  return apiKey === undefined ? extra : { ...extra, "x-api-key": apiKey };
+}
+
+/** A read's answer; a 401 or 403 shows the key form with the service's reason. */
+async function read(response) {
+  const body = await response.json();
+  if (response.status === 401 || response.status === 403) {
+    $("key-form").hidden = false;
+    $("key-note").textContent = `${body.error?.code}: this service has API keys; reading a context takes a server key.`;
+    throw new Error(body.error?.code);
+  }
+  return body;
+}
+
+function useKey(submitted) {
+  submitted.preventDefault();
+  apiKey = $("key").value.trim() || undefined;
+  if (apiKey === undefined) sessionStorage.removeItem(KEY_STORE);
+  else sessionStorage.setItem(KEY_STORE, apiKey);
+  // The same visitor and user: the client keeps them in localStorage.
+  client = new EventClient({ baseUrl: location.origin, apiKey });
+  $("key-note").textContent = "";
+  refresh();
+}
+
 async function refresh() {
   const who = actor();
   const contextUrl = who.user_id !== undefined ? `/api/users/${who.user_id}/context` : `/api/visitors/${who.anonymous_id}/context`;
-  const [context, reranked] = await Promise.all([
-    fetch(contextUrl).then((r) => r.json()),
+  const answers = Promise.all([
+    fetch(contextUrl, { headers: headers() }).then(read),
     fetch("/api/rerank", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: headers({ "content-type": "application/json" }),
       // A recommender's ranking of the grid, in grid order, with close scores: the context's
       // boosts and penalties are enough to move items many places.
       body: JSON.stringify({ ...who, items: products.map((p, i) => ({ asin: p.asin, score: 0.9 - i * 0.005 })) }),
-    }).then((r) => r.json()),
+    }).then(read),
   ]);
+  const [context, reranked] = await answers.catch(() => [{}, {}]);
   renderContext(context);
   renderReranked(reranked);
 }
@@ -173,6 +207,7 @@ async function main() {
   showWho();
   $("login").addEventListener("click", logIn);
   $("logout").addEventListener("click", logOut);
+  $("key-form").addEventListener("submit", useKey);
   products = await fetch("/demo/products").then((r) => r.json());
   renderGrid();
   await refresh();

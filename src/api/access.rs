@@ -1,5 +1,11 @@
-//! Who may call the API, and how often: optional API keys (a key may be limited to origins) and
-//! rate limits per key and per client address. All off by default, for local use.
+//! Who may call the API, and how often: optional API keys and rate limits per key and per client
+//! address. All off by default, for local use.
+//!
+//! Two kinds of key, as every tracking API has them. A *write key* (`API_KEYS`) is public by
+//! nature: it sits in a page's JavaScript, and any client can send it with any `Origin`. It may
+//! only write (events, batches, identifications), optionally from listed origins. A *server key*
+//! (`SERVER_KEYS`) is a secret kept on a server: it may write, and also read what the service
+//! knows of a user (the context routes, `/api/rerank`, the context `POST /api/identify` answers).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -23,12 +29,36 @@ use crate::telemetry::Throttle;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// A configured key: its secret, and the origins it may be used from (any, if none).
+/// What a key may do, and what a route asks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Send events, batches and identifications: a write key's scope.
+    Write,
+    /// Write, and read contexts (the context routes, re-ranking): a server key's scope, and
+    /// everyone's when no key is configured.
+    Read,
+}
+
+/// A configured key: its secret, its scope, and the origins it may be used from (any, if none).
 struct ApiKey {
     secret: SecretString,
-    /// A name for logs and limits that does not reveal the key: its position in the list.
+    /// A name for logs and limits that does not reveal the key: its list and its position.
     name: String,
+    scope: Scope,
     origins: Vec<String>,
+}
+
+/// A key list that cannot be right; the message names the key by its position, never by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "server key {0} of SERVER_KEYS holds '@': a server key is never bound to an origin (it is used from servers, which send any Origin they like); give the key alone"
+    )]
+    ServerKeyWithOrigin(usize),
+    #[error(
+        "write key {write} of API_KEYS is also server key {server} of SERVER_KEYS: the key a page carries is public, so it must not be one that reads users' contexts"
+    )]
+    InBothLists { write: usize, server: usize },
 }
 
 pub struct AccessControl {
@@ -42,8 +72,10 @@ pub struct AccessControl {
 
 #[derive(Debug, Clone, Default)]
 pub struct AccessConfig {
-    /// `KEY` or `KEY@ORIGIN|ORIGIN`.
+    /// Write keys: `KEY` or `KEY@ORIGIN|ORIGIN`.
     pub api_keys: Vec<SecretString>,
+    /// Server keys: `KEY` alone.
+    pub server_keys: Vec<SecretString>,
     pub per_key_per_second: u32,
     pub per_address_per_second: u32,
     pub burst: u32,
@@ -53,27 +85,49 @@ pub struct AccessConfig {
 }
 
 impl AccessControl {
-    pub fn new(config: &AccessConfig) -> Self {
-        let keys = config
-            .api_keys
-            .iter()
-            .map(|k| k.expose_secret().trim())
-            .filter(|k| !k.is_empty())
-            .enumerate()
-            .map(|(i, spec)| {
-                let (secret, origins) = spec.split_once('@').unwrap_or((spec, ""));
-                ApiKey {
-                    secret: SecretString::from(secret),
-                    name: format!("key-{}", i + 1),
-                    origins: origins
-                        .split('|')
-                        .filter(|o| !o.is_empty())
-                        .map(|o| o.trim_end_matches('/').to_owned())
-                        .collect(),
-                }
-            })
-            .collect();
-        Self {
+    pub fn new(config: &AccessConfig) -> Result<Self, KeyError> {
+        let listed = |keys: &[SecretString]| -> Vec<String> {
+            keys.iter()
+                .map(|k| k.expose_secret().trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .collect()
+        };
+        let mut keys = Vec::new();
+        for (i, spec) in listed(&config.api_keys).iter().enumerate() {
+            let (secret, origins) = spec.split_once('@').unwrap_or((spec, ""));
+            keys.push(ApiKey {
+                secret: SecretString::from(secret),
+                name: format!("key-{}", i + 1),
+                scope: Scope::Write,
+                origins: origins
+                    .split('|')
+                    .filter(|o| !o.is_empty())
+                    .map(|o| o.trim_end_matches('/').to_owned())
+                    .collect(),
+            });
+        }
+        let writers = keys.len();
+        for (i, secret) in listed(&config.server_keys).into_iter().enumerate() {
+            if secret.contains('@') {
+                return Err(KeyError::ServerKeyWithOrigin(i + 1));
+            }
+            if let Some(write) = keys[..writers]
+                .iter()
+                .position(|k| k.secret.expose_secret() == secret)
+            {
+                return Err(KeyError::InBothLists {
+                    write: write + 1,
+                    server: i + 1,
+                });
+            }
+            keys.push(ApiKey {
+                secret: SecretString::from(secret),
+                name: format!("server-key-{}", i + 1),
+                scope: Scope::Read,
+                origins: Vec::new(),
+            });
+        }
+        Ok(Self {
             keys,
             per_key: Limiter::new(config.per_key_per_second, config.burst, usize::MAX),
             per_address: Limiter::new(
@@ -82,10 +136,26 @@ impl AccessControl {
                 config.max_addresses,
             ),
             trust_forwarded_for: config.trust_forwarded_for,
-        }
+        })
     }
 
-    /// Forgets idle keys and addresses, so the limiters' memory stays small.
+    /// No key is configured: anyone may write and read (local use).
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Write keys are configured but no server key: the read routes refuse every request.
+    pub fn reads_closed(&self) -> bool {
+        !self.is_open() && self.keys.iter().all(|k| k.scope == Scope::Write)
+    }
+
+    /// Whether a rate limit is set (and [`AccessControl::forget_idle`] has work to do).
+    pub fn limits_rates(&self) -> bool {
+        self.per_key.is_some() || self.per_address.is_some()
+    }
+
+    /// Forgets idle keys and addresses, so the limiters' memory stays small: every minute, from
+    /// a background component.
     pub fn forget_idle(&self) {
         if let Some(limiter) = &self.per_key {
             limiter.current().retain_recent();
@@ -224,20 +294,26 @@ fn over_limit<K: std::hash::Hash + Eq + Clone>(
 pub struct ApiGuard {
     pub limits: RequestLimits,
     pub access: Arc<AccessControl>,
+    /// What the guarded routes ask of a key.
+    pub needs: Scope,
 }
 
-/// The middleware in front of every `/api` route.
+/// The middleware in front of every `/api` route. The handlers find the caller's [`Scope`] in
+/// the request's extensions.
 pub async fn guard(
     State(guard): State<ApiGuard>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     guard
         .limits
         .apply(async {
-            match guard.access.admit(request.headers(), peer) {
-                Ok(()) => next.run(request).await,
+            match guard.access.admit(request.headers(), peer, guard.needs) {
+                Ok(scope) => {
+                    request.extensions_mut().insert(scope);
+                    next.run(request).await
+                }
                 Err(error) => error.into_response(),
             }
         })
@@ -245,14 +321,25 @@ pub async fn guard(
 }
 
 impl AccessControl {
-    /// Whether a request from `peer` may pass: its API key where keys are required, and the
-    /// rate limits of its key and of its address.
-    pub fn admit(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    /// Whether a request from `peer` to a route that `needs` a scope may pass: its API key where
+    /// keys are required, the key's scope, and the rate limits of its key and of its address.
+    /// Gives the caller's scope.
+    pub fn admit(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        needs: Scope,
+    ) -> Result<Scope, ApiError> {
         let key = self.authenticate(headers)?;
+        let scope = key.map_or(Scope::Read, |key| key.scope);
+        if scope < needs {
+            return Err(ApiError::ServerKeyRequired);
+        }
         if let Some(key) = key {
             over_limit(&self.per_key, &key.name)?;
         }
-        over_limit(&self.per_address, &self.client_address(headers, peer))
+        over_limit(&self.per_address, &self.client_address(headers, peer))?;
+        Ok(scope)
     }
 }
 
@@ -267,6 +354,85 @@ mod tests {
             max_addresses,
             ..AccessConfig::default()
         })
+        .unwrap()
+    }
+
+    fn keys(write: &[&str], server: &[&str]) -> Result<AccessControl, KeyError> {
+        let secrets = |keys: &[&str]| keys.iter().map(|&k| SecretString::from(k)).collect();
+        AccessControl::new(&AccessConfig {
+            api_keys: secrets(write),
+            server_keys: secrets(server),
+            ..AccessConfig::default()
+        })
+    }
+
+    fn call(
+        access: &AccessControl,
+        key: Option<&str>,
+        needs: Scope,
+    ) -> Result<Scope, &'static str> {
+        let mut headers = HeaderMap::new();
+        if let Some(key) = key {
+            headers.insert(API_KEY_HEADER, key.parse().unwrap());
+        }
+        headers.insert(header::ORIGIN, "https://shop.example".parse().unwrap());
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        access.admit(&headers, peer, needs).map_err(|e| e.code())
+    }
+
+    #[test]
+    fn a_write_key_writes_and_a_server_key_also_reads() {
+        let access = keys(&["pub@https://shop.example"], &["secret"]).unwrap();
+        assert_eq!(call(&access, Some("pub"), Scope::Write), Ok(Scope::Write));
+        assert_eq!(
+            call(&access, Some("pub"), Scope::Read),
+            Err("server_key_required")
+        );
+        assert_eq!(call(&access, Some("secret"), Scope::Write), Ok(Scope::Read));
+        assert_eq!(call(&access, Some("secret"), Scope::Read), Ok(Scope::Read));
+        assert_eq!(
+            call(&access, Some("secre"), Scope::Read),
+            Err("invalid_api_key")
+        );
+        assert_eq!(call(&access, None, Scope::Read), Err("missing_api_key"));
+        assert!(!access.is_open() && !access.reads_closed());
+    }
+
+    #[test]
+    fn write_keys_without_a_server_key_close_the_read_routes() {
+        let access = keys(&["pub"], &[]).unwrap();
+        assert!(access.reads_closed());
+        assert_eq!(
+            call(&access, Some("pub"), Scope::Read),
+            Err("server_key_required")
+        );
+        let open = keys(&[], &[]).unwrap();
+        assert!(open.is_open() && !open.reads_closed());
+        assert_eq!(call(&open, None, Scope::Read), Ok(Scope::Read));
+        let servers_only = keys(&[], &["secret"]).unwrap();
+        assert_eq!(
+            call(&servers_only, Some("secret"), Scope::Write),
+            Ok(Scope::Read)
+        );
+    }
+
+    #[test]
+    fn key_lists_that_cannot_be_right_are_refused_without_showing_the_key() {
+        let error = keys(&[], &["a", "secret@https://shop.example"])
+            .err()
+            .unwrap();
+        assert!(matches!(error, KeyError::ServerKeyWithOrigin(2)));
+        let error = keys(&["x", "same@https://shop.example"], &["same"])
+            .err()
+            .unwrap();
+        assert!(matches!(
+            error,
+            KeyError::InBothLists {
+                write: 2,
+                server: 1
+            }
+        ));
+        assert!(!error.to_string().contains("same"), "{error}");
     }
 
     #[test]

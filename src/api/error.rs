@@ -63,12 +63,16 @@ pub enum ApiError {
     InvalidApiKey,
     #[error("this API key may not be used from this origin")]
     OriginNotAllowed,
+    #[error(
+        "this route reads what the service knows of a user and needs a server key; a write key (the kind a page carries) may only send events and identifications"
+    )]
+    ServerKeyRequired,
     #[error("too many requests; retry after {} s", retry_after_secs(.0))]
     RateLimited(std::time::Duration),
 }
 
 /// Every code [`ApiError::code`] gives, for the metrics published at zero.
-pub const CODES: [&str; 21] = [
+pub const CODES: [&str; 22] = [
     "invalid_json",
     "invalid_body",
     "missing_field",
@@ -89,6 +93,7 @@ pub const CODES: [&str; 21] = [
     "missing_api_key",
     "invalid_api_key",
     "origin_not_allowed",
+    "server_key_required",
     "rate_limited",
 ];
 
@@ -118,7 +123,7 @@ pub struct ErrorDetail<'a> {
     /// Machine-readable: `invalid_json`, `invalid_body`, `missing_field`, `invalid_field`,
     /// `unknown_item`, `body_too_large`, `unsupported_media_type`, `not_found`,
     /// `method_not_allowed`, `body_timeout`, `missing_api_key`, `invalid_api_key`,
-    /// `origin_not_allowed`, `rate_limited`, `overloaded`, `busy`, `timeout`, `unavailable`,
+    /// `origin_not_allowed`, `server_key_required`, `rate_limited`, `overloaded`, `busy`, `timeout`, `unavailable`,
     /// `context_unavailable`.
     pub code: &'a str,
     /// For people: names the field and the rule.
@@ -149,7 +154,7 @@ impl ApiError {
             | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MissingApiKey | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::OriginNotAllowed | ApiError::ServerKeyRequired => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -175,6 +180,7 @@ impl ApiError {
             ApiError::MissingApiKey => "missing_api_key",
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::OriginNotAllowed => "origin_not_allowed",
+            ApiError::ServerKeyRequired => "server_key_required",
             ApiError::RateLimited(_) => "rate_limited",
         }
     }
@@ -286,6 +292,7 @@ mod tests {
             ApiError::MissingApiKey,
             ApiError::InvalidApiKey,
             ApiError::OriginNotAllowed,
+            ApiError::ServerKeyRequired,
             ApiError::RateLimited(Duration::ZERO),
         ];
         let mut codes: Vec<&str> = every.iter().map(ApiError::code).collect();

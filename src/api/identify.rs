@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::access::Scope;
 use super::openapi::{BodyErrors, EdgeErrors, IdentifyRequest};
 use super::{ApiError, AppState, body};
 use crate::context::UserContext;
@@ -17,15 +18,18 @@ pub struct Identified {
     pub user_id: UserId,
     #[schema(value_type = String)]
     pub anonymous_id: AnonymousId,
-    /// The user's context after the merge.
-    pub context: UserContext,
+    /// The user's context after the merge: only for a server key (or when the service has no
+    /// keys). A write key is public, and must not read a user's history by naming them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<UserContext>,
 }
 
 /// Tells the service that a visitor is now a known user. The visitor's context is merged into
 /// the user's (recent items newest first and capped, category counts added, purchases joined)
 /// and the visitor's keys deleted; the identification is made durable like an event, and the
 /// writer then attributes the visitor's stored events (and any that arrive later) to the user.
-/// Safe to call again after a 503: what was merged once is not merged twice.
+/// Safe to call again after a 503: what was merged once is not merged twice. The answer carries
+/// the user's context after the merge only for a caller that may read contexts (a server key).
 #[utoipa::path(
     post, path = "/api/identify", tag = "context",
     request_body = IdentifyRequest,
@@ -36,6 +40,7 @@ pub async fn identify(
     State(app): State<AppState>,
     request: Request,
 ) -> Result<Json<Identified>, ApiError> {
+    let may_read = request.extensions().get::<Scope>() == Some(&Scope::Read);
     let body = body::read_json(request, app.limits.max_body_bytes).await?;
     let request: Map<String, Value> = serde_json::from_slice(&body).map_err(ParseError::from)?;
     let identity = Identity::from_object(&request, chrono::Utc::now())?;
@@ -54,6 +59,6 @@ pub async fn identify(
     Ok(Json(Identified {
         user_id: identity.user_id,
         anonymous_id: identity.anonymous_id,
-        context,
+        context: may_read.then_some(context),
     }))
 }

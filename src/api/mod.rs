@@ -39,7 +39,7 @@ use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::rerank::ReRankingService;
 use crate::writer::WriterStatus;
-use access::{AccessControl, ApiGuard};
+use access::{AccessControl, ApiGuard, Scope};
 pub use error::ApiError;
 use limits::RequestLimits;
 
@@ -98,23 +98,32 @@ pub struct Edge {
 pub type HttpService = BoxCloneSyncService<Request<Body>, Response, Infallible>;
 
 pub fn router(state: AppState, edge: Edge) -> HttpService {
-    let api = Router::new()
+    let guarded = |needs| {
+        middleware::from_fn_with_state(
+            ApiGuard {
+                limits: edge.limits.clone(),
+                access: edge.access.clone(),
+                needs,
+            },
+            access::guard,
+        )
+    };
+    // What a write key (the one a page carries) may call, and what takes a server key: what
+    // the service knows of a user.
+    let writes = Router::new()
         .route("/api/event", post(events::log_event))
         .route("/api/events", post(events::log_events))
-        .route("/api/rerank", post(rerank::rerank))
         .route("/api/identify", post(identify::identify))
+        .route_layer(guarded(Scope::Write));
+    let reads = Router::new()
+        .route("/api/rerank", post(rerank::rerank))
         .route("/api/users/{user_id}/context", get(users::context))
         .route(
             "/api/visitors/{anonymous_id}/context",
             get(users::visitor_context),
         )
-        .route_layer(middleware::from_fn_with_state(
-            ApiGuard {
-                limits: edge.limits.clone(),
-                access: edge.access,
-            },
-            access::guard,
-        ));
+        .route_layer(guarded(Scope::Read));
+    let api = writes.merge(reads);
     // Only the API and the demo are capped: health checks and metrics must answer when the
     // service is busy.
     let demo = if edge.demo {

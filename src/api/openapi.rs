@@ -116,7 +116,8 @@ pub enum EdgeErrors<'a> {
     /// No API key, or a wrong one (only when keys are configured).
     #[response(status = 401)]
     Unauthorized(ErrorBody<'a>),
-    /// The API key may not be used from this origin.
+    /// The API key may not be used from this origin (`origin_not_allowed`), or a write key
+    /// called a route that reads a user's data (`server_key_required`).
     #[response(status = 403)]
     Forbidden(ErrorBody<'a>),
     /// The body did not arrive in time.
@@ -185,7 +186,7 @@ impl Modify for ApiKeySecurity {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-Key",
-                "Required only when the service is configured with API keys",
+                "Required only when the service is configured with keys: a write key (API_KEYS) for sending events and identifying, a server key (SERVER_KEYS) for everything, including re-ranking and reading contexts",
             ))),
         );
     }

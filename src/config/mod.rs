@@ -105,6 +105,17 @@ pub enum HandoffKind {
     Jetstream,
 }
 
+/// Whether the demo page is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoMode {
+    /// Only when no API key is configured: on for local use, off in a keyed (production) set-up.
+    Auto,
+    #[value(name = "true", alias = "on")]
+    On,
+    #[value(name = "false", alias = "off")]
+    Off,
+}
+
 /// Whether `serve` runs a writer too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WriterMode {
@@ -235,8 +246,10 @@ pub struct Settings {
     #[arg(long, env = "CORS_ORIGINS", default_value = "", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
-    /// API keys, comma-separated; a key may be limited to origins: `KEY@https://a.example|https://b.example`.
-    /// When set, every /api request needs one in the X-API-Key header. Empty: no keys (local use).
+    /// Write keys, comma-separated: the keys pages carry (public by nature). They may send events,
+    /// batches and identifications, nothing that reads; a key may be limited to origins:
+    /// `KEY@https://a.example|https://b.example`. When any key (this or --server-keys) is set,
+    /// every /api request needs one in the X-API-Key header. Empty: no keys (local use).
     #[arg(
         long,
         env = "API_KEYS",
@@ -246,6 +259,19 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub api_keys: Vec<SecretString>,
+
+    /// Server keys, comma-separated: secrets for servers (the recommender), never bound to an
+    /// origin. They may do what a write key does, and also re-rank and read contexts. With
+    /// write keys and no server key, the read routes refuse every request.
+    #[arg(
+        long,
+        env = "SERVER_KEYS",
+        default_value = "",
+        value_delimiter = ',',
+        value_parser = secret,
+        hide_env_values = true
+    )]
+    pub server_keys: Vec<SecretString>,
 
     /// Requests per second allowed per API key (0: no limit).
     #[arg(long, env = "RATE_LIMIT_PER_KEY", default_value_t = 0)]
@@ -268,9 +294,10 @@ pub struct Settings {
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
 
-    /// Serve the demo page at /demo/ (for local use: turn it off in production).
-    #[arg(long, env = "DEMO", default_value_t = true, action = clap::ArgAction::Set)]
-    pub demo: bool,
+    /// Serve the demo page at /demo/: `auto` serves it only when no API key is configured (local
+    /// use); with keys it needs `true`, and the page then asks for a server key.
+    #[arg(long, env = "DEMO", value_enum, default_value_t = DemoMode::Auto)]
+    pub demo: DemoMode,
 
     /// Largest metadata object, as compact JSON.
     #[arg(long, env = "MAX_METADATA_BYTES", default_value_t = 8 * 1024, value_parser = bytes_up_to::<{ MAX_METADATA_LIMIT }>)]
@@ -510,6 +537,7 @@ mod tests {
         unsafe {
             std::env::set_var("API_KEYS", "from-the-environment");
             std::env::set_var("DEMO", "false");
+            std::env::set_var("SERVER_KEYS", "from-the-environment");
         }
         let settings = Settings::default();
         assert!(
@@ -518,7 +546,13 @@ mod tests {
                 .iter()
                 .all(|k| k.expose_secret().is_empty())
         );
-        assert!(settings.demo);
+        assert!(
+            settings
+                .server_keys
+                .iter()
+                .all(|k| k.expose_secret().is_empty())
+        );
+        assert_eq!(settings.demo, DemoMode::Auto);
     }
 
     #[test]
@@ -550,10 +584,12 @@ mod tests {
             "redis://:sesame@cache:6379",
             "--api-keys",
             "k3y-one,k3y-two@https://shop.example",
+            "--server-keys",
+            "s3rver-k3y",
         ])
         .unwrap();
         let shown = format!("{settings:?}");
-        for secret in ["hunter2", "sesame", "k3y-one", "k3y-two"] {
+        for secret in ["hunter2", "sesame", "k3y-one", "k3y-two", "s3rver-k3y"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("postgres://app:***@db/events"), "{shown}");

@@ -16,7 +16,7 @@ use crate::api::access::{AccessConfig, AccessControl};
 use crate::api::limits::RequestLimits;
 use crate::api::{self, App, Edge, Limits, Vitals};
 use crate::catalogue::Catalogue;
-use crate::config::{HandoffKind, Settings, WriterMode};
+use crate::config::{DemoMode, HandoffKind, Settings, WriterMode};
 use crate::context::ContextStore;
 use crate::handoff::Handoff;
 use crate::handoff::jetstream::{JetStream, JetStreamHandoff, JetStreamSource};
@@ -140,7 +140,7 @@ impl Application {
         Ok(Self {
             node: Node {
                 listener: bind(settings.host, settings.port).await?,
-                router: api::router(state, edge(&settings)),
+                router: api::router(state, edge(&settings, &health)?),
                 limits: settings.connection_limits(),
                 shutdown_timeout: settings.shutdown_timeout(),
                 handoff,
@@ -257,27 +257,46 @@ impl Node {
     }
 }
 
-/// The API's edge from the settings: limits, CORS, keys, rate limits.
-fn edge(settings: &Settings) -> Edge {
-    let access = Arc::new(AccessControl::new(&AccessConfig {
+/// The API's edge from the settings: limits, CORS, keys, rate limits, the demo. Warns where the
+/// keys leave something open that an operator may not expect.
+fn edge(settings: &Settings, health: &Health) -> anyhow::Result<Edge> {
+    let access = AccessControl::new(&AccessConfig {
         api_keys: settings.api_keys.clone(),
+        server_keys: settings.server_keys.clone(),
         per_key_per_second: settings.rate_limit_per_key,
         per_address_per_second: settings.rate_limit_per_ip,
         burst: settings.rate_limit_burst,
         trust_forwarded_for: settings.trust_forwarded_for,
         max_addresses: settings.rate_limit_max_addresses,
-    }));
-    let idle = Arc::downgrade(&access);
-    tokio::spawn(async move {
-        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
-        while let Some(access) = {
-            every_minute.tick().await;
-            idle.upgrade()
-        } {
-            access.forget_idle();
-        }
-    });
-    Edge {
+    })?;
+    if access.reads_closed() {
+        tracing::warn!(
+            "API_KEYS is set and SERVER_KEYS is not: /api/rerank and the context routes refuse every request (403 server_key_required) until a server key is configured in SERVER_KEYS; write keys only send events"
+        );
+    }
+    if access.is_open() && !settings.host.is_loopback() {
+        tracing::warn!(
+            host = %settings.host,
+            "listening beyond this machine with no API key: anyone who reaches it may send events, identify visitors, re-rank and read every user's context and purchases; set API_KEYS (for pages) and SERVER_KEYS (for servers)"
+        );
+    }
+    let demo = match settings.demo {
+        DemoMode::On => true,
+        DemoMode::Off => false,
+        DemoMode::Auto => access.is_open(),
+    };
+    let access = Arc::new(access);
+    if access.limits_rates() {
+        let access = access.clone();
+        health.spawn("rate-limiter-upkeep", async move {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                access.forget_idle();
+            }
+        });
+    }
+    Ok(Edge {
         limits: RequestLimits::new(
             settings.max_concurrent_requests,
             Duration::from_secs(settings.request_timeout_secs),
@@ -285,8 +304,8 @@ fn edge(settings: &Settings) -> Edge {
         access,
         cors_origins: settings.cors_origins.clone(),
         body_timeout: Duration::from_secs(settings.body_read_timeout_secs),
-        demo: settings.demo,
-    }
+        demo,
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use event_ingest::config::DemoMode;
+
 use crate::helpers::{ITEMS, TestApp, eventually, scrape};
 
 fn event() -> Value {
@@ -207,7 +209,7 @@ async fn post_with(app: &TestApp, key: Option<&str>, origin: Option<&str>) -> (u
 async fn api_keys_are_required_when_configured_and_may_be_bound_to_origins() {
     let app = TestApp::spawn_with(|s| {
         s.api_keys = vec![
-            "server-key".into(),
+            "any-origin".into(),
             "browser-key@https://shop.example".into(),
         ];
     })
@@ -218,12 +220,12 @@ async fn api_keys_are_required_when_configured_and_may_be_bound_to_origins() {
         (status, code(answer)),
         (401, Some("missing_api_key".into()))
     );
-    let (status, answer) = post_with(&app, Some("server-kez"), None).await;
+    let (status, answer) = post_with(&app, Some("any-origim"), None).await;
     assert_eq!(
         (status, code(answer)),
         (401, Some("invalid_api_key".into()))
     );
-    assert_eq!(post_with(&app, Some("server-key"), None).await.0, 200);
+    assert_eq!(post_with(&app, Some("any-origin"), None).await.0, 200);
     assert_eq!(
         post_with(&app, Some("browser-key"), Some("https://shop.example"))
             .await
@@ -379,7 +381,7 @@ async fn the_demo_is_served_unless_turned_off() {
         .collect();
     assert!(categories.len() >= 3, "{products}");
 
-    let off = TestApp::spawn_with(|s| s.demo = false).await;
+    let off = TestApp::spawn_with(|s| s.demo = DemoMode::Off).await;
     assert_eq!(off.get("/demo/products").await.0, 404);
     let page = off
         .http

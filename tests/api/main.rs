@@ -12,6 +12,7 @@ mod faults;
 mod helpers;
 mod ingest;
 mod jetstream;
+mod keys;
 mod nodes;
 mod process;
 mod rerank;

@@ -46,7 +46,11 @@ export interface UserContext {
 export interface IdentifyResponse {
   user_id: number;
   anonymous_id: string;
-  context: UserContext;
+  /**
+   * The user's context after the merge: only when the client's key is a server key (or the
+   * service has no keys). A write key, the kind a page carries, gets none.
+   */
+  context?: UserContext;
 }
 
 /** Where the client keeps the visitor's anonymous id and the identified user: `localStorage`'s shape. */

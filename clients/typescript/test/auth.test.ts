@@ -5,7 +5,8 @@ import { installFakeBrowser, type FakeBrowser } from './browser.ts';
 import { recordingFetch, useService, waitForStored } from './service.ts';
 
 const KEY = 'ts-client-test-key';
-const service = useService({ API_KEYS: KEY });
+const SERVER_KEY = 'ts-client-test-server-key';
+const service = useService({ API_KEYS: KEY, SERVER_KEYS: SERVER_KEY });
 
 describe('API keys', () => {
   it('a request without the key throws EventRejectedError 401 missing_api_key', async () => {
@@ -28,6 +29,20 @@ describe('API keys', () => {
     const client = new EventClient({ baseUrl: service().baseUrl, apiKey: KEY, fetch });
     assert.deepEqual(await client.logEvent(40, 'B08XXXX', 'view'), { success: true, message: 'Event logged: view' });
     assert.equal((calls[0]!.init?.headers as Record<string, string>)['X-API-Key'], KEY);
+  });
+
+  it('identify with the write key merges the visitor but answers no context; a server key gets it', async () => {
+    const storage = new Map<string, string>();
+    const store = { getItem: (k: string) => storage.get(k) ?? null, setItem: (k: string, v: string) => void storage.set(k, v), removeItem: (k: string) => void storage.delete(k) };
+    const page = new EventClient({ baseUrl: service().baseUrl, apiKey: KEY, storage: store, flushOnPageHide: false });
+    await page.logEvent(undefined, 'B0TS000001', 'view');
+    const answer = await page.identify(43);
+    assert.deepEqual(answer, { user_id: 43, anonymous_id: page.anonymousId });
+
+    const server = new EventClient({ baseUrl: service().baseUrl, apiKey: SERVER_KEY, flushOnPageHide: false });
+    await server.logEvent(undefined, 'B0TS000002', 'view');
+    const merged = await server.identify(43);
+    assert.deepEqual(merged.context?.recent_items, ['B0TS000002', 'B0TS000001']);
   });
 
   it('the queue reports every event of a refused batch through onRejected', async () => {

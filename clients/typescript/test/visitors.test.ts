@@ -37,7 +37,7 @@ describe('visitors', () => {
     const answer = await client.identify(77);
     assert.equal(answer.user_id, 77);
     assert.equal(answer.anonymous_id, anonymousId);
-    assert.deepEqual(answer.context.recent_items, ['B0TS000001', 'B0TS000003']);
+    assert.deepEqual(answer.context?.recent_items, ['B0TS000001', 'B0TS000003']);
     assert.equal(client.userId, 77);
 
     await client.logEvent(undefined, 'B0TS000002', 'purchase');
