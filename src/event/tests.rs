@@ -1,0 +1,504 @@
+//! The event's rules, from the parser's side.
+
+use super::*;
+use proptest::prelude::*;
+use serde_json::Map;
+use serde_json::json;
+
+fn parse(value: Value) -> Result<Event, InvalidEvent> {
+    Event::from_value(value, &EventRules::default(), Arrival::now())
+}
+
+fn field_of(value: Value) -> (&'static str, &'static str) {
+    let error = parse(value).unwrap_err();
+    (error.code, error.field)
+}
+
+#[test]
+fn a_well_formed_event_parses() {
+    let event = parse(json!({
+        "user_id": 123, "asin": "B08XXXX", "event_type": "add_to_cart",
+        "metadata": {"page": "product_detail"}
+    }))
+    .unwrap();
+    assert_eq!(event.actor, Actor::User(UserId::new(123).unwrap()));
+    assert_eq!(event.asin.as_str(), "B08XXXX");
+    assert_eq!(event.event_type, EventType::AddToCart);
+    assert_eq!(
+        event.metadata.unwrap().as_json(),
+        r#"{"page":"product_detail"}"#
+    );
+    assert!(!event.client_event_id);
+    assert_eq!(event.event_id.get_version_num(), 7);
+}
+
+#[test]
+fn a_client_event_id_is_kept() {
+    let id = "7d444840-9dc0-11d1-b245-5ffdce74fad2";
+    let event =
+        parse(json!({"user_id": 1, "asin": "A", "event_type": "view", "event_id": id})).unwrap();
+    assert_eq!(event.event_id.to_string(), id);
+    assert!(event.client_event_id);
+}
+
+#[test]
+fn each_rule_names_its_field() {
+    let base = json!({"user_id": 1, "asin": "A", "event_type": "view"});
+    let with = |key: &str, value: Value| {
+        let mut v = base.clone();
+        v[key] = value;
+        v
+    };
+    assert_eq!(
+        field_of(json!({"asin": "A", "event_type": "view"})),
+        ("missing_field", "user_id")
+    );
+    assert_eq!(
+        field_of(with("user_id", json!(0))),
+        ("invalid_field", "user_id")
+    );
+    assert_eq!(
+        field_of(with("user_id", json!(-5))),
+        ("invalid_field", "user_id")
+    );
+    assert_eq!(
+        field_of(with("user_id", json!(1.5))),
+        ("invalid_field", "user_id")
+    );
+    assert_eq!(
+        field_of(with("user_id", json!(-2.0))),
+        ("invalid_field", "user_id")
+    );
+    assert_eq!(
+        field_of(with("user_id", json!(1e300))),
+        ("invalid_field", "user_id")
+    );
+    assert!(
+        parse(with("user_id", json!(435.0))).is_ok(),
+        "an integral number is an integer"
+    );
+    assert_eq!(
+        field_of(with("user_id", json!(u64::MAX))),
+        ("invalid_field", "user_id")
+    );
+    assert_eq!(
+        field_of(with("user_id", json!("1"))),
+        ("invalid_field", "user_id")
+    );
+    assert_eq!(field_of(with("asin", json!(""))), ("invalid_field", "asin"));
+    assert_eq!(
+        field_of(with("asin", json!("a b"))),
+        ("invalid_field", "asin")
+    );
+    assert_eq!(
+        field_of(with("asin", json!("x".repeat(65)))),
+        ("invalid_field", "asin")
+    );
+    assert_eq!(field_of(with("asin", json!(7))), ("invalid_field", "asin"));
+    assert_eq!(
+        field_of(with("event_type", json!("like"))),
+        ("invalid_field", "event_type")
+    );
+    assert_eq!(
+        field_of(with("event_type", json!("View"))),
+        ("invalid_field", "event_type")
+    );
+    assert_eq!(
+        field_of(with("metadata", json!([1]))),
+        ("invalid_field", "metadata")
+    );
+    assert_eq!(
+        field_of(with("metadata", json!({"a": "\u{0}"}))),
+        ("invalid_field", "metadata")
+    );
+    assert_eq!(
+        field_of(with("event_id", json!("not-a-uuid"))),
+        ("invalid_field", "event_id")
+    );
+    assert_eq!(
+        field_of(with(
+            "event_id",
+            json!("00000000-0000-0000-0000-000000000000")
+        )),
+        ("invalid_field", "event_id")
+    );
+}
+
+#[test]
+fn asin_of_exactly_the_limit_is_accepted() {
+    assert!(Asin::new("é".repeat(MAX_ASIN_CHARS)).is_ok());
+}
+
+#[test]
+fn metadata_limits_hold() {
+    let limits = MetadataLimits {
+        max_bytes: 64,
+        max_depth: 2,
+        max_keys: 3,
+    };
+    let check = |v: Value| Metadata::from_json(Some(&v), &limits);
+    assert!(check(json!({"a": {"b": 1}})).is_ok());
+    assert!(check(json!({"a": {"b": {"c": 1}}})).is_err());
+    assert!(check(json!({"a": [[1]]})).is_err());
+    assert!(check(json!({"a": 1, "b": 2, "c": 3, "d": 4})).is_err());
+    assert!(check(json!({"a": "x".repeat(64)})).is_err());
+    assert!(
+        Metadata::from_json(Some(&Value::Null), &limits)
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_body_that_is_not_json_is_a_syntax_error() {
+    let limits = EventRules::default();
+    assert!(matches!(
+        Event::from_json(b"{", &limits, Arrival::now()),
+        Err(ParseError::Syntax(_))
+    ));
+    assert!(matches!(
+        Event::from_json(b"[1]", &limits, Arrival::now()),
+        Err(ParseError::NotAnObject)
+    ));
+    assert!(matches!(
+        Event::from_json(b"", &limits, Arrival::now()),
+        Err(ParseError::Syntax(_))
+    ));
+    // A field events do not have is read as strictly as theirs, though it is dropped.
+    let too_deep = ["[".repeat(200), "]".repeat(200)].concat();
+    for extra in [
+        &br#""\ud800""#[..],
+        &b"1e400"[..],
+        &b"\"\xff\""[..],
+        too_deep.as_bytes(),
+    ] {
+        let body = [
+            &br#"{"user_id": 1, "asin": "A", "event_type": "view", "extra": "#[..],
+            extra,
+            b"}",
+        ]
+        .concat();
+        assert!(
+            matches!(
+                Event::from_json(&body, &limits, Arrival::now()),
+                Err(ParseError::Syntax(_))
+            ),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let fine = br#"{"user_id": 1, "asin": "A", "event_type": "view", "extra": {"a": [1, null]}}"#;
+    assert!(Event::from_json(fine, &limits, Arrival::now()).is_ok());
+}
+
+#[test]
+fn an_event_survives_its_journal_encoding() {
+    let event =
+        parse(json!({"user_id": 9, "asin": "B0", "event_type": "rate", "metadata": {"stars": 5}}))
+            .unwrap();
+    let text = serde_json::to_vec(&event).unwrap();
+    let back: Event = serde_json::from_slice(&text).unwrap();
+    assert_eq!(back, event);
+}
+
+#[test]
+fn a_visitor_is_named_by_anonymous_id_and_survives_the_journal() {
+    let event =
+        parse(json!({"anonymous_id": "v-1.a_B", "asin": "B0", "event_type": "view"})).unwrap();
+    assert_eq!(
+        event.actor,
+        Actor::Visitor(AnonymousId::new("v-1.a_B".to_owned()).unwrap())
+    );
+    let text = serde_json::to_string(&event).unwrap();
+    assert!(text.contains(r#""anonymous_id":"v-1.a_B""#), "{text}");
+    assert!(!text.contains("user_id"), "{text}");
+    let back: Event = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, event);
+    let both = text.replacen('{', r#"{"user_id":1,"#, 1);
+    assert!(serde_json::from_str::<Event>(&both).is_err(), "{both}");
+}
+
+#[test]
+fn exactly_one_of_user_id_and_anonymous_id_names_the_actor() {
+    let both = json!({"user_id": 1, "anonymous_id": "a", "asin": "A", "event_type": "view"});
+    assert_eq!(field_of(both), ("invalid_field", "anonymous_id"));
+    let neither = parse(json!({"asin": "A", "event_type": "view"})).unwrap_err();
+    assert_eq!((neither.code, neither.field), ("missing_field", "user_id"));
+    assert!(
+        neither.message.contains("anonymous_id"),
+        "{}",
+        neither.message
+    );
+    // null counts as absent, as for every optional field.
+    let null_user =
+        json!({"user_id": null, "anonymous_id": "a", "asin": "A", "event_type": "view"});
+    assert!(parse(null_user).is_ok());
+    for bad in [
+        json!(""),
+        json!("a b"),
+        json!("a{b}"),
+        json!("x".repeat(65)),
+        json!(5),
+        json!("é"),
+    ] {
+        let event = json!({"anonymous_id": bad, "asin": "A", "event_type": "view"});
+        assert_eq!(field_of(event), ("invalid_field", "anonymous_id"), "{bad}");
+    }
+    assert!(
+        parse(json!({"anonymous_id": "x".repeat(64), "asin": "A", "event_type": "view"})).is_ok()
+    );
+}
+
+fn time(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+fn received(text: &str) -> Arrival {
+    Arrival::at(time(text))
+}
+
+const WEEK: Duration = DEFAULT_MAX_EVENT_AGE;
+
+#[test]
+fn without_a_timestamp_the_event_time_is_the_time_of_receipt() {
+    let arrival = received("2026-11-29T12:00:00Z");
+    let event = Event::from_value(
+        json!({"user_id": 1, "asin": "A", "event_type": "view", "sent_at": "2020-01-01T00:00:00Z"}),
+        &EventRules::default(),
+        arrival,
+    )
+    .unwrap();
+    assert_eq!(event.ts(), arrival.received_at);
+}
+
+#[test]
+fn a_clock_an_hour_fast_is_corrected_by_sent_at() {
+    // The client's clock reads 13:00 when the true time is 12:00; the event happened five
+    // minutes before it was sent.
+    let arrival = received("2026-11-29T12:00:00.250Z");
+    let ts = arrival
+        .event_time(
+            Some(time("2026-11-29T12:55:00Z")),
+            Some(time("2026-11-29T13:00:00Z")),
+            WEEK,
+        )
+        .unwrap();
+    assert_eq!(ts, time("2026-11-29T11:55:00.250Z"));
+    // Alone, the timestamp is taken as it is.
+    let ts = arrival
+        .event_time(Some(time("2026-11-29T11:00:00+01:00")), None, WEEK)
+        .unwrap();
+    assert_eq!(ts, time("2026-11-29T10:00:00Z"));
+}
+
+#[test]
+fn a_time_in_the_future_is_clamped_to_the_time_of_receipt() {
+    let arrival = received("2026-11-29T12:00:00Z");
+    let within = time("2026-11-29T12:00:05Z");
+    assert_eq!(arrival.event_time(Some(within), None, WEEK), Ok(within));
+    for (timestamp, sent_at) in [
+        ("2026-11-29T12:00:11Z", None),
+        ("2027-01-01T00:00:00Z", Some("2026-11-29T12:00:00Z")),
+        ("2026-11-29T11:00:00Z", Some("2026-11-29T10:00:00Z")),
+    ] {
+        let ts = arrival.event_time(Some(time(timestamp)), sent_at.map(time), WEEK);
+        assert_eq!(ts, Ok(arrival.received_at), "{timestamp} sent {sent_at:?}");
+    }
+    let beyond_the_calendar = arrival.event_time(
+        Some(DateTime::<Utc>::MAX_UTC),
+        Some(DateTime::<Utc>::MIN_UTC),
+        WEEK,
+    );
+    assert_eq!(beyond_the_calendar, Ok(arrival.received_at));
+}
+
+#[test]
+fn a_time_older_than_the_limit_is_refused_naming_timestamp() {
+    let arrival = received("2026-11-29T12:00:00Z");
+    let oldest = time("2026-11-22T12:00:00Z");
+    assert_eq!(arrival.event_time(Some(oldest), None, WEEK), Ok(oldest));
+    for (timestamp, sent_at) in [
+        (time("2026-11-22T11:59:59Z"), None),
+        (
+            time("2026-11-29T11:00:00Z"),
+            Some(time("2026-12-07T00:00:00Z")),
+        ),
+        (DateTime::<Utc>::MIN_UTC, Some(DateTime::<Utc>::MAX_UTC)),
+        (time("2026-11-29T11:00:00Z"), Some(DateTime::<Utc>::MAX_UTC)),
+    ] {
+        let error = arrival
+            .event_time(Some(timestamp), sent_at, WEEK)
+            .unwrap_err();
+        assert_eq!((error.code, error.field), ("invalid_field", "timestamp"));
+        assert!(
+            error.message.contains("--max-event-age"),
+            "{}",
+            error.message
+        );
+    }
+}
+
+#[test]
+fn time_fields_must_be_rfc_3339() {
+    let base = json!({"user_id": 1, "asin": "A", "event_type": "view"});
+    for field in ["timestamp", "sent_at"] {
+        for bad in [json!("yesterday"), json!(1764417600), json!("2026-11-29")] {
+            let mut value = base.clone();
+            value[field] = bad;
+            assert_eq!(field_of(value), ("invalid_field", field));
+        }
+    }
+}
+
+#[test]
+fn an_event_journaled_before_ts_existed_takes_its_time_of_receipt() {
+    let old = r#"{"event_id":"7d444840-9dc0-11d1-b245-5ffdce74fad2","user_id":1,"asin":"A","event_type":"view","metadata":null,"received_at":"2026-11-29T12:00:00Z"}"#;
+    let event: Event = serde_json::from_str(old).unwrap();
+    assert_eq!(event.ts(), time("2026-11-29T12:00:00Z"));
+}
+
+/// Any JSON value, nested up to a few levels.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("JSON numbers are finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,80}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::hash_map(".{0,12}", inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// An RFC 3339 time anywhere in the calendar, most of them near now.
+fn any_time() -> impl Strategy<Value = Value> {
+    let now = Utc::now().timestamp();
+    prop_oneof![
+        (now - 30 * 86_400..now + 86_400),
+        (-8_000_000_000_000_i64..8_000_000_000_000),
+    ]
+    .prop_map(|seconds| {
+        Value::from(
+            DateTime::from_timestamp(seconds, 0)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+    })
+}
+
+/// An object with the event's keys (each maybe present) holding any values: the shapes a
+/// parser meets in the wild, far more often than random bytes reach them.
+fn event_shaped() -> impl Strategy<Value = Value> {
+    let field = |strategy: BoxedStrategy<Value>| prop::option::of(strategy);
+    (
+        field(prop_oneof![any_json(), any::<i64>().prop_map(Value::from)].boxed()),
+        field(prop_oneof![any_json(), "[A-Z0-9]{0,70}".prop_map(Value::from)].boxed()),
+        field(
+            prop_oneof![
+                any_json(),
+                "(view|click|add_to_cart|purchase|rate|x)".prop_map(Value::from)
+            ]
+            .boxed(),
+        ),
+        field(any_json().boxed()),
+        field(
+            prop_oneof![
+                any_json(),
+                any::<u128>().prop_map(|u| Value::from(Uuid::from_u128(u).to_string()))
+            ]
+            .boxed(),
+        ),
+        field(prop_oneof![any_json(), any_time()].boxed()),
+        field(prop_oneof![any_json(), any_time()].boxed()),
+        field(prop_oneof![any_json(), "[a-z0-9.:-]{0,70}".prop_map(Value::from)].boxed()),
+    )
+        .prop_map(
+            |(user_id, asin, event_type, metadata, event_id, timestamp, sent_at, anonymous_id)| {
+                let mut object = Map::new();
+                for (key, value) in [
+                    ("user_id", user_id),
+                    ("anonymous_id", anonymous_id),
+                    ("asin", asin),
+                    ("event_type", event_type),
+                    ("metadata", metadata),
+                    ("event_id", event_id),
+                    ("timestamp", timestamp),
+                    ("sent_at", sent_at),
+                ] {
+                    if let Some(value) = value {
+                        object.insert(key.to_owned(), value);
+                    }
+                }
+                Value::Object(object)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_json_value_parses_or_fails_with_a_named_field(value in prop_oneof![any_json(), event_shaped()]) {
+        let rules = EventRules::default();
+        let arrival = Arrival::now();
+        let parsed = Event::from_value(value.clone(), &rules, arrival);
+        // The body's text parses to the same event, or fails on the same field.
+        let text = value.to_string();
+        let same_id = |event: Event| Event { event_id: Uuid::nil(), ..event };
+        match (&parsed, Event::from_json(text.as_bytes(), &rules, arrival)) {
+            (Ok(by_value), Ok(by_text)) => {
+                prop_assert_eq!(by_value.client_event_id, by_text.client_event_id);
+                if by_value.client_event_id {
+                    prop_assert_eq!(by_value, &by_text);
+                } else {
+                    prop_assert_eq!(same_id(by_value.clone()), same_id(by_text));
+                }
+            }
+            (Err(by_value), Err(ParseError::Invalid(by_text))) => prop_assert_eq!(by_value, &by_text),
+            (Err(by_value), Err(ParseError::NotAnObject)) => prop_assert_eq!(by_value.field, "event"),
+            (by_value, by_text) => prop_assert!(false, "{by_value:?} against {by_text:?}"),
+        }
+        match parsed {
+            Ok(event) => {
+                // What parses is valid by construction, and survives the journal.
+                let named_one = match &event.actor {
+                    Actor::User(id) => id.get() > 0 && value.get("anonymous_id").is_none_or(Value::is_null),
+                    Actor::Visitor(id) => !id.as_str().is_empty() && value.get("user_id").is_none_or(Value::is_null),
+                };
+                prop_assert!(named_one);
+                let text = serde_json::to_vec(&event).unwrap();
+                let back: Event = serde_json::from_slice(&text).unwrap();
+                prop_assert_eq!(back, Event { client_event_id: false, ..event });
+            }
+            Err(invalid) => {
+                prop_assert!(!invalid.message.is_empty());
+                prop_assert!(invalid.message.contains(invalid.field) || invalid.field == "event");
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn user_ids_are_accepted_exactly_when_positive(id in any::<i64>()) {
+        prop_assert_eq!(UserId::new(id).is_ok(), id > 0);
+    }
+
+    #[test]
+    fn any_bytes_parse_or_fail_cleanly(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = Event::from_json(&body, &EventRules::default(), Arrival::now());
+    }
+
+    #[test]
+    fn asins_without_space_or_control_up_to_the_limit_are_accepted(asin in "[A-Za-z0-9_-]{1,64}") {
+        prop_assert!(Asin::new(asin).is_ok());
+    }
+}
