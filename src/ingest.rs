@@ -1,5 +1,6 @@
 //! The request path of ingestion, for one event or a batch: catalogue lookup, then the durable
-//! hand-off and the Redis context update side by side, then the answer.
+//! hand-off and the Redis context update side by side, then the answer. And the identification
+//! of a visitor ([`Ingest::identify`]): the Redis merge, then the hand-off.
 //!
 //! Ordering matters: the hand-off takes the events (or refuses them, a full journal say) before
 //! anything is written, so a refusal leaves nothing done; the Redis update runs while the hand-off
@@ -15,8 +16,8 @@ use metrics::Counter;
 
 use crate::catalogue::{Catalogue, Lookup};
 use crate::config::UnknownItems;
-use crate::context::{ContextStore, ContextUpdate};
-use crate::event::{Asin, Event, EventType};
+use crate::context::{ContextError, ContextStore, ContextUpdate, Merged};
+use crate::event::{Asin, Event, EventType, Identity};
 use crate::handoff::{Handoff, HandoffError};
 use crate::telemetry::Throttle;
 
@@ -47,6 +48,15 @@ impl AcceptedCounters {
         // `EventType::ALL` lists the types in declaration order.
         &self.0[event_type as usize]
     }
+}
+
+/// Why an identification was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentifyError {
+    #[error("the visitor's context could not be merged")]
+    Context(#[source] ContextError),
+    #[error(transparent)]
+    Handoff(#[from] HandoffError),
 }
 
 /// Why an otherwise valid event was not accepted.
@@ -125,6 +135,27 @@ impl Ingest {
             self.accepted.of(event.event_type).increment(1);
         }
         Ok(outcomes)
+    }
+
+    /// A visitor logged in: merges their context into their owner's in Redis (the first user they
+    /// were identified as, [`crate::context::Merged`]), then makes the identification durable,
+    /// naming that owner, so that PostgreSQL attributes the visitor's events to the same user.
+    /// Redis first: it decides the owner, atomically. Redis down refuses the identification
+    /// (nothing made durable; the client retries); the hand-off down likewise, after the merge
+    /// (a retry finds nothing left to merge, and makes it durable).
+    pub async fn identify(&self, identity: &Identity) -> Result<Merged, IdentifyError> {
+        let merged = self
+            .context
+            .merge_visitor(&identity.anonymous_id, identity.user_id)
+            .await
+            .map_err(IdentifyError::Context)?;
+        let owned = Identity {
+            user_id: merged.owner,
+            ..identity.clone()
+        };
+        self.handoff.submit_identity(&owned)?.await?;
+        metrics::counter!("visitors_identified_total").increment(1);
+        Ok(merged)
     }
 
     async fn lookup(&self, events: &[Event]) -> Vec<Lookup> {

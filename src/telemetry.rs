@@ -203,6 +203,11 @@ fn describe_metrics() {
         "events_refused_total",
         "Events PostgreSQL refused for their content, set aside in the journal's quarantine"
     );
+    describe_gauge!("connections_open", "Open client connections");
+    describe_counter!(
+        "connections_refused_total",
+        "Connections closed at once for want of a seat: the cap of open connections in all (reason total) or from one client address (per_address)"
+    );
     describe_gauge!(
         "background_component_up",
         "1 while a background component runs, 0 once it has stopped or died, by component"
@@ -217,6 +222,9 @@ fn describe_metrics() {
     }
     for reason in crate::api::error::CODES {
         counter!("requests_rejected_total", "reason" => reason).increment(0);
+    }
+    for reason in ["total", "per_address"] {
+        counter!("connections_refused_total", "reason" => reason).increment(0);
     }
     for operation in ["record", "load", "identify", "ping"] {
         for reason in ["timeout", "error", "recently_failed"] {

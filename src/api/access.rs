@@ -24,7 +24,6 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use super::limits::RequestLimits;
 use crate::telemetry::Throttle;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -194,10 +193,9 @@ impl AccessControl {
         Ok(Some(key))
     }
 
-    /// The client's address, as the rate limit counts it: the peer's, or behind a trusted proxy,
-    /// the last `X-Forwarded-For` entry, the one that proxy added (the entries before it are the
-    /// client's own word). An IPv6 client counts by its /64, the block one subscriber holds, so
-    /// that it cannot take a new budget with every address of its block.
+    /// The client's address, as the rate limit counts it ([`address_key`]): the peer's, or
+    /// behind a trusted proxy, the last `X-Forwarded-For` entry, the one that proxy added (the
+    /// entries before it are the client's own word).
     fn client_address(&self, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
         let forwarded = self
             .trust_forwarded_for
@@ -211,13 +209,20 @@ impl AccessControl {
                     .and_then(|v| v.trim().parse().ok())
             })
             .flatten();
-        match forwarded.unwrap_or(peer.ip()) {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
-            },
-            v4 => v4,
-        }
+        address_key(forwarded.unwrap_or(peer.ip()))
+    }
+}
+
+/// A client address as limits count it: an IPv6 client by its /64, the block one subscriber
+/// holds, so that it cannot take a new budget with every address of its block; an IPv4 address
+/// mapped into IPv6 as that IPv4 address.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+        v4 => v4,
     }
 }
 
@@ -287,12 +292,12 @@ fn over_limit<K: std::hash::Hash + Eq + Clone>(
         .map_or(Ok(()), |limiter| limiter.check(key))
 }
 
-/// What guards every `/api` route: the request limits, and within them the API keys and rate
-/// limits. One layer, not one for each: each layer inside a router is a boxed service, which is
-/// cloned for every request with the layers inside it.
+/// What guards every `/api` route: the API keys and rate limits. One layer, not one for each:
+/// each layer inside a router is a boxed service, which is cloned for every request with the
+/// layers inside it. (The request limits count work, not waiting for a body: the handlers take
+/// them, [`super::limits`].)
 #[derive(Clone)]
 pub struct ApiGuard {
-    pub limits: RequestLimits,
     pub access: Arc<AccessControl>,
     /// What the guarded routes ask of a key.
     pub needs: Scope,
@@ -306,30 +311,27 @@ pub async fn guard(
     mut request: Request,
     next: Next,
 ) -> Response {
-    guard
-        .limits
-        .apply(async {
-            match guard.access.admit(request.headers(), peer, guard.needs) {
-                Ok(scope) => {
-                    request.extensions_mut().insert(scope);
-                    next.run(request).await
-                }
-                Err(error) => error.into_response(),
-            }
-        })
-        .await
+    match guard.access.admit(request.headers(), peer, guard.needs) {
+        Ok(scope) => {
+            request.extensions_mut().insert(scope);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 impl AccessControl {
-    /// Whether a request from `peer` to a route that `needs` a scope may pass: its API key where
-    /// keys are required, the key's scope, and the rate limits of its key and of its address.
-    /// Gives the caller's scope.
+    /// Whether a request from `peer` to a route that `needs` a scope may pass: the rate limit of
+    /// its address, its API key where keys are required, the key's scope, and the key's rate
+    /// limit. Gives the caller's scope. The address is counted first, so that every request
+    /// with a wrong key or none spends its address's budget: guessing keys is rate-limited.
     pub fn admit(
         &self,
         headers: &HeaderMap,
         peer: SocketAddr,
         needs: Scope,
     ) -> Result<Scope, ApiError> {
+        over_limit(&self.per_address, &self.client_address(headers, peer))?;
         let key = self.authenticate(headers)?;
         let scope = key.map_or(Scope::Read, |key| key.scope);
         if scope < needs {
@@ -338,7 +340,6 @@ impl AccessControl {
         if let Some(key) = key {
             over_limit(&self.per_key, &key.name)?;
         }
-        over_limit(&self.per_address, &self.client_address(headers, peer))?;
         Ok(scope)
     }
 }

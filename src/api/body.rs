@@ -4,6 +4,10 @@
 //! the inflated bytes, which are inflated as they arrive and never past the limit, and a body that
 //! inflates more than [`MAX_INFLATION`] times its compressed size is refused as a bomb.
 //!
+//! A body must arrive whole within its deadline and, after its first second, at no less than a
+//! minimum rate ([`BodyPace`]): a client that trickles a byte at a time is answered 408 within
+//! seconds, however often it sends.
+//!
 //! A body refused before its end (too large, or of a type we do not take) is read on and thrown
 //! away, within bounds, before the answer goes out: a client that sends its whole body before it
 //! reads (most do) would otherwise meet a connection reset instead of our JSON error
@@ -12,12 +16,14 @@
 use std::io::Write as _;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use tower_http::timeout::TimeoutError;
+use hyper::body::Frame;
 
 use super::ApiError;
 
@@ -35,10 +41,62 @@ pub const MAX_INFLATION: usize = 100;
 /// inflate more, harmlessly).
 const INFLATION_CHECKED_FROM: usize = 16 * 1024;
 
+/// How a body must arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    /// The whole body, from when the handler starts reading it.
+    pub timeout: Duration,
+    /// The least average rate once [`PACE_GRACE`] has passed; 0 for none.
+    pub min_bytes_per_sec: u64,
+}
+
+/// How long a body may take before its rate is held to [`BodyPace::min_bytes_per_sec`].
+pub const PACE_GRACE: Duration = Duration::from_secs(1);
+
+/// The deadline of a body's next frame: the body's own, or sooner if the bytes so far have
+/// arrived slower than the minimum rate.
+struct Pace {
+    started: Instant,
+    pace: BodyPace,
+    received: usize,
+}
+
+impl Pace {
+    fn new(pace: BodyPace) -> Self {
+        Self {
+            started: Instant::now(),
+            pace,
+            received: 0,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let whole = self.started + self.pace.timeout;
+        if self.pace.min_bytes_per_sec == 0 {
+            return whole;
+        }
+        let earned =
+            Duration::from_secs_f64(self.received as f64 / self.pace.min_bytes_per_sec as f64);
+        whole.min(self.started + PACE_GRACE + earned)
+    }
+
+    /// The body's next frame, or 408 if it does not come by [`Pace::deadline`].
+    async fn next(&mut self, body: &mut Body) -> Result<Option<Frame<Bytes>>, ApiError> {
+        let frame = tokio::time::timeout_at(self.deadline(), body.frame())
+            .await
+            .map_err(|_| ApiError::BodyTimeout)?;
+        let frame = frame.transpose().map_err(read_error)?;
+        if let Some(data) = frame.as_ref().and_then(Frame::data_ref) {
+            self.received += data.len();
+        }
+        Ok(frame)
+    }
+}
+
 /// Reads the body of a JSON request. `Content-Type` may be absent, `application/json`, or
 /// `text/plain` (what `navigator.sendBeacon` sends without a CORS preflight); anything else is 415.
 /// Takes the whole request, so that its headers are read where they are, not copied out.
-pub async fn read_json(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_json(request: Request, limit: usize, pace: BodyPace) -> Result<Bytes, ApiError> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
@@ -56,9 +114,10 @@ pub async fn read_json(request: Request, limit: usize) -> Result<Bytes, ApiError
             return Err(ApiError::UnsupportedMediaType);
         }
     }
+    let pace = Pace::new(pace);
     match Coding::of(headers)? {
-        Coding::Identity => read_within(body, limit).await,
-        coding => inflate_within(body, limit, coding).await,
+        Coding::Identity => read_within(body, limit, pace).await,
+        coding => inflate_within(body, limit, coding, pace).await,
     }
 }
 
@@ -92,10 +151,14 @@ fn clip(name: &str) -> String {
 
 /// The inflated body, or 413 once it passes `limit` bytes or inflates more than
 /// [`MAX_INFLATION`] times; 400 if the stream is corrupt or cut short.
-async fn inflate_within(mut body: Body, limit: usize, coding: Coding) -> Result<Bytes, ApiError> {
+async fn inflate_within(
+    mut body: Body,
+    limit: usize,
+    coding: Coding,
+    mut pace: Pace,
+) -> Result<Bytes, ApiError> {
     let mut inflater = Inflater::new(coding, limit);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(read_error)?;
+    while let Some(frame) = pace.next(&mut body).await? {
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
@@ -201,10 +264,9 @@ impl std::io::Write for Capped {
 }
 
 /// The whole body, or 413 once it passes `limit` bytes (the rest thrown away).
-async fn read_within(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_within(mut body: Body, limit: usize, mut pace: Pace) -> Result<Bytes, ApiError> {
     let mut collected = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(read_error)?;
+    while let Some(frame) = pace.next(&mut body).await? {
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
@@ -234,16 +296,10 @@ async fn discard(mut body: Body) {
     .await;
 }
 
+/// The body's framing is broken (chunked encoding gone wrong, the connection cut short): 400,
+/// as a corrupt compressed body is.
 fn read_error(error: axum::Error) -> ApiError {
-    let inner = error.into_inner();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
-    while let Some(error) = source {
-        if error.is::<TimeoutError>() {
-            return ApiError::BodyTimeout;
-        }
-        source = error.source();
-    }
-    ApiError::InvalidBody(format!("the body could not be read: {inner}"))
+    ApiError::BrokenBody(error.into_inner().to_string())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::{ApiError, AppState};
+use crate::event::InvalidEvent;
 
 #[derive(rust_embed::Embed)]
 #[folder = "demo/"]
@@ -54,13 +56,28 @@ pub fn routes(pool: PgPool) -> Router<AppState> {
         .route("/demo/products", get(products))
         .route(
             "/demo/client/{file}",
-            get(|Path(name): Path<String>| async move { file::<Client>(&name) }),
+            get(|name: FileName| async move { file::<Client>(&name.0) }),
         )
         .route(
             "/demo/{file}",
-            get(|Path(name): Path<String>| async move { file::<Page>(&name) }),
+            get(|name: FileName| async move { file::<Page>(&name.0) }),
         )
         .with_state(demo)
+}
+
+/// A file's name from the path; one that is not UTF-8 once percent-decoded names no file.
+struct FileName(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FileName {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let name = Path::<String>::from_request_parts(parts, state).await;
+        Ok(FileName(name.map(|Path(name)| name).unwrap_or_default()))
+    }
 }
 
 /// One built-in file, with its content type; 404 for a name it does not have.
@@ -98,8 +115,17 @@ pub struct Product {
 /// re-ranking by category has something to show.
 async fn products(
     State(demo): State<Demo>,
-    Query(query): Query<ProductsQuery>,
+    query: Result<Query<ProductsQuery>, QueryRejection>,
 ) -> Result<Json<Arc<Vec<Product>>>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::InvalidEvent(InvalidEvent::invalid(
+            "query",
+            format!(
+                "categories and per_category must be whole numbers ({})",
+                rejection.body_text()
+            ),
+        ))
+    })?;
     let categories = query.categories.unwrap_or(4).clamp(1, 12);
     let per_category = query.per_category.unwrap_or(6).clamp(1, 24);
     let read = read_products(&demo.pool, categories, per_category);

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 400, as it is the transport that is broken, not the content.
     #[error("the body could not be decompressed: {0}")]
     Undecodable(String),
+    /// A body whose framing is broken (a chunked encoding gone wrong): 400 `invalid_body`.
+    #[error("the body could not be read: {0}")]
+    BrokenBody(String),
     #[error(transparent)]
     InvalidEvent(#[from] InvalidEvent),
     #[error("item {0} is not in the catalogue")]
@@ -51,11 +54,17 @@ pub enum ApiError {
     Unavailable,
     #[error("the user context is unavailable right now; retry later")]
     ContextUnavailable,
+    #[error(
+        "this visitor was identified as another user first, and belongs to that user (their context and events went there); start a new visitor (a new anonymous_id) for this user"
+    )]
+    AlreadyIdentified,
     #[error("the service is handling as many requests as it may; retry later")]
     Busy,
     #[error("the request took longer than {0:?}; retry later (with the same event_id)")]
     Timeout(std::time::Duration),
-    #[error("the body did not arrive in time")]
+    #[error(
+        "the body did not arrive in time: it must come whole within --body-read-timeout-secs, and after its first second at no less than --body-min-bytes-per-sec"
+    )]
     BodyTimeout,
     #[error("an API key is required in the X-API-Key header")]
     MissingApiKey,
@@ -72,7 +81,7 @@ pub enum ApiError {
 }
 
 /// Every code [`ApiError::code`] gives, for the metrics published at zero.
-pub const CODES: [&str; 22] = [
+pub const CODES: [&str; 23] = [
     "invalid_json",
     "invalid_body",
     "missing_field",
@@ -87,6 +96,7 @@ pub const CODES: [&str; 22] = [
     "overloaded",
     "unavailable",
     "context_unavailable",
+    "already_identified",
     "busy",
     "timeout",
     "body_timeout",
@@ -122,7 +132,7 @@ pub struct ErrorBody<'a> {
 pub struct ErrorDetail<'a> {
     /// Machine-readable: `invalid_json`, `invalid_body`, `missing_field`, `invalid_field`,
     /// `unknown_item`, `body_too_large`, `unsupported_media_type`, `not_found`,
-    /// `method_not_allowed`, `body_timeout`, `missing_api_key`, `invalid_api_key`,
+    /// `method_not_allowed`, `body_timeout`, `already_identified`, `missing_api_key`, `invalid_api_key`,
     /// `origin_not_allowed`, `server_key_required`, `rate_limited`, `overloaded`, `busy`, `timeout`, `unavailable`,
     /// `context_unavailable`.
     pub code: &'a str,
@@ -136,7 +146,9 @@ pub struct ErrorDetail<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) | ApiError::Undecodable(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJson(_) | ApiError::Undecodable(_) | ApiError::BrokenBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::InvalidBody(_) | ApiError::InvalidEvent(_) | ApiError::UnknownItem(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -153,6 +165,7 @@ impl ApiError {
             | ApiError::Busy
             | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::AlreadyIdentified => StatusCode::CONFLICT,
             ApiError::MissingApiKey | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ApiError::OriginNotAllowed | ApiError::ServerKeyRequired => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -162,7 +175,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidBody(_) | ApiError::Undecodable(_) => "invalid_body",
+            ApiError::InvalidBody(_) | ApiError::Undecodable(_) | ApiError::BrokenBody(_) => {
+                "invalid_body"
+            }
             ApiError::InvalidEvent(invalid) => invalid.code,
             ApiError::UnknownItem(_) => "unknown_item",
             ApiError::BodyTooLarge(_) => "body_too_large",
@@ -174,6 +189,7 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable => "unavailable",
             ApiError::ContextUnavailable => "context_unavailable",
+            ApiError::AlreadyIdentified => "already_identified",
             ApiError::Busy => "busy",
             ApiError::Timeout(_) => "timeout",
             ApiError::BodyTimeout => "body_timeout",
@@ -274,6 +290,7 @@ mod tests {
             ApiError::InvalidJson(String::new()),
             ApiError::InvalidBody(String::new()),
             ApiError::Undecodable(String::new()),
+            ApiError::BrokenBody(String::new()),
             ApiError::InvalidEvent(InvalidEvent::missing("user_id")),
             ApiError::InvalidEvent(InvalidEvent::invalid("user_id", "")),
             ApiError::UnknownItem(String::new()),
@@ -286,6 +303,7 @@ mod tests {
             ApiError::Overloaded,
             ApiError::Unavailable,
             ApiError::ContextUnavailable,
+            ApiError::AlreadyIdentified,
             ApiError::Busy,
             ApiError::Timeout(Duration::ZERO),
             ApiError::BodyTimeout,

@@ -3,14 +3,15 @@
 use axum::Json;
 use axum::extract::{Request, State};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ErrorDetail;
 use super::openapi::{BatchRequest, BodyErrors, EdgeErrors, EventRequest};
 use super::{ApiError, AppState, body};
-use crate::event::{Arrival, BatchValue, Event, EventType, ParseError, optional_time};
+use crate::event::{
+    Arrival, Batch, BatchError, Elements, Event, EventType, ParseError, optional_time,
+};
 
 /// The seed's answer, exactly: `{"success": true, "message": "Event logged: view"}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -32,17 +33,21 @@ pub async fn log_event(
     State(app): State<AppState>,
     request: Request,
 ) -> Result<Json<EventLogged>, ApiError> {
-    let body = body::read_json(request, app.limits.max_body_bytes).await?;
-    let event = match Event::from_json(&body, &app.limits.events, Arrival::now()) {
-        Ok(event) => event,
-        Err(ParseError::Invalid(invalid)) => return Err(rejected_event(invalid.into())),
-        Err(error) => return Err(error.into()),
-    };
-    let outcome = app.ingest.accept(std::slice::from_ref(&event)).await?;
-    if let Some(Err(refusal)) = outcome.into_iter().next() {
-        return Err(rejected_event(refusal.into()));
-    }
-    Ok(Json(logged(event.event_type)))
+    let body = body::read_json(request, app.limits.max_body_bytes, app.limits.pace).await?;
+    app.work
+        .run(async {
+            let event = match Event::from_json(&body, &app.limits.events, Arrival::now()) {
+                Ok(event) => event,
+                Err(ParseError::Invalid(invalid)) => return Err(rejected_event(invalid.into())),
+                Err(error) => return Err(error.into()),
+            };
+            let outcome = app.ingest.accept(std::slice::from_ref(&event)).await?;
+            if let Some(Err(refusal)) = outcome.into_iter().next() {
+                return Err(rejected_event(refusal.into()));
+            }
+            Ok(Json(logged(event.event_type)))
+        })
+        .await
 }
 
 /// Counts an event rejected for its content (`events_rejected_total`), in either endpoint.
@@ -56,14 +61,6 @@ fn logged(event_type: EventType) -> EventLogged {
         success: true,
         message: format!("Event logged: {event_type}"),
     }
-}
-
-/// The batch as parsed: `events` is checked by hand, for per-event errors.
-#[derive(Deserialize)]
-struct BatchEnvelope {
-    events: BatchValue,
-    #[serde(default)]
-    sent_at: Option<Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -104,69 +101,69 @@ pub async fn log_events(
     State(app): State<AppState>,
     request: Request,
 ) -> Result<Json<BatchLogged>, ApiError> {
-    let body = body::read_json(request, app.limits.max_batch_body_bytes).await?;
-    let not_an_envelope =
-        || ApiError::InvalidBody(r#"the body must be a JSON object {"events": [...]}"#.to_owned());
-    let request: BatchEnvelope =
-        serde_json::from_slice(&body).map_err(|error| match error.classify() {
-            serde_json::error::Category::Data => not_an_envelope(),
-            _ => ApiError::InvalidJson(error.to_string()),
-        })?;
-    // serde also reads a struct from an array of its fields' values (`[[...]]`): not a batch.
-    if !body.trim_ascii_start().starts_with(b"{") {
-        return Err(not_an_envelope());
-    }
-    let BatchValue::Array(items) = request.events else {
-        return Err(ApiError::InvalidBody(
-            "events must be an array of events".to_owned(),
-        ));
-    };
-    let max = app.limits.max_batch_events;
-    if items.is_empty() || items.len() > max {
-        return Err(ApiError::InvalidBody(format!(
-            "events must hold 1 to {max} events"
-        )));
-    }
+    let body = body::read_json(request, app.limits.max_batch_body_bytes, app.limits.pace).await?;
+    app.work
+        .run(async {
+            let max = app.limits.max_batch_events;
+            let request = Batch::from_json(&body, max).map_err(|error| match error {
+                BatchError::Syntax(message) => ApiError::InvalidJson(message),
+                BatchError::NotAnEnvelope => ApiError::InvalidBody(error.to_string()),
+            })?;
+            let items = match request.events {
+                Elements::Items(items) if !items.is_empty() => items,
+                Elements::Items(_) | Elements::TooMany => {
+                    return Err(ApiError::InvalidBody(format!(
+                        "events must hold 1 to {max} events"
+                    )));
+                }
+                Elements::Not(_) => {
+                    return Err(ApiError::InvalidBody(
+                        "events must be an array of events".to_owned(),
+                    ));
+                }
+            };
 
-    let arrival = Arrival {
-        sent_at: optional_time("sent_at", request.sent_at.as_ref())?,
-        ..Arrival::now()
-    };
-    let mut results: Vec<EventResult> = Vec::with_capacity(items.len());
-    let mut events = Vec::with_capacity(items.len());
-    let mut positions = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        match Event::from_item(item, &app.limits.events, arrival) {
-            Ok(event) => {
-                positions.push(index);
-                events.push(event);
+            let arrival = Arrival {
+                sent_at: optional_time("sent_at", request.sent_at.as_ref())?,
+                ..Arrival::now()
+            };
+            let mut results: Vec<EventResult> = Vec::with_capacity(items.len());
+            let mut events = Vec::with_capacity(items.len());
+            let mut positions = Vec::with_capacity(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                match Event::from_item(item, &app.limits.events, arrival) {
+                    Ok(event) => {
+                        positions.push(index);
+                        events.push(event);
+                    }
+                    Err(invalid) => results.push(rejected(index, ApiError::from(invalid))),
+                }
             }
-            Err(invalid) => results.push(rejected(index, ApiError::from(invalid))),
-        }
-    }
-    let outcomes = app.ingest.accept(&events).await?;
-    for ((index, event), outcome) in positions.into_iter().zip(&events).zip(outcomes) {
-        results.push(match outcome {
-            Ok(()) => EventResult {
-                index,
-                status: EventStatus::Accepted,
-                event_id: Some(event.event_id),
-                error: None,
-            },
-            Err(refusal) => rejected(index, refusal.into()),
-        });
-    }
-    results.sort_by_key(|r| r.index);
-    let accepted = results
-        .iter()
-        .filter(|r| r.status == EventStatus::Accepted)
-        .count();
-    Ok(Json(BatchLogged {
-        success: true,
-        accepted,
-        rejected: results.len() - accepted,
-        results,
-    }))
+            let outcomes = app.ingest.accept(&events).await?;
+            for ((index, event), outcome) in positions.into_iter().zip(&events).zip(outcomes) {
+                results.push(match outcome {
+                    Ok(()) => EventResult {
+                        index,
+                        status: EventStatus::Accepted,
+                        event_id: Some(event.event_id),
+                        error: None,
+                    },
+                    Err(refusal) => rejected(index, refusal.into()),
+                });
+            }
+            results.sort_by_key(|r| r.index);
+            let accepted = results
+                .iter()
+                .filter(|r| r.status == EventStatus::Accepted)
+                .count();
+            Ok(Json(BatchLogged {
+                success: true,
+                accepted,
+                rejected: results.len() - accepted,
+                results,
+            }))
+        })
+        .await
 }
 
 fn rejected(index: usize, error: ApiError) -> EventResult {

@@ -4,13 +4,14 @@
 use axum::Json;
 use axum::extract::{Request, State};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use super::access::Scope;
+use super::error::ErrorBody;
 use super::openapi::{BodyErrors, EdgeErrors, IdentifyRequest};
 use super::{ApiError, AppState, body};
 use crate::context::UserContext;
-use crate::event::{AnonymousId, Identity, ParseError, UserId};
+use crate::event::{AnonymousId, Identity, UserId};
+use crate::ingest::IdentifyError;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Identified {
@@ -33,7 +34,11 @@ pub struct Identified {
 #[utoipa::path(
     post, path = "/api/identify", tag = "context",
     request_body = IdentifyRequest,
-    responses((status = 200, description = "Merged, and the attribution on its way", body = Identified), BodyErrors, EdgeErrors),
+    responses(
+        (status = 200, description = "Merged, and the attribution on its way", body = Identified),
+        (status = 409, description = "The visitor was identified as another user first (`already_identified`): their context went to that user", body = ErrorBody),
+        BodyErrors, EdgeErrors
+    ),
     security((), ("api_key" = []))
 )]
 pub async fn identify(
@@ -41,24 +46,27 @@ pub async fn identify(
     request: Request,
 ) -> Result<Json<Identified>, ApiError> {
     let may_read = request.extensions().get::<Scope>() == Some(&Scope::Read);
-    let body = body::read_json(request, app.limits.max_body_bytes).await?;
-    let request: Map<String, Value> = serde_json::from_slice(&body).map_err(ParseError::from)?;
-    let identity = Identity::from_object(&request, chrono::Utc::now())?;
-    let durable = app.ingest.handoff.submit_identity(&identity)?;
-    let merged = app
-        .ingest
-        .context
-        .merge_visitor(&identity.anonymous_id, identity.user_id);
-    let (durable, merged) = tokio::join!(durable, merged);
-    durable?;
-    let context = merged.map_err(|error| {
-        tracing::warn!(%error, anonymous_id = %identity.anonymous_id, user_id = %identity.user_id, "could not merge the visitor's context");
-        ApiError::ContextUnavailable
-    })?;
-    metrics::counter!("visitors_identified_total").increment(1);
-    Ok(Json(Identified {
-        user_id: identity.user_id,
-        anonymous_id: identity.anonymous_id,
-        context: may_read.then_some(context),
-    }))
+    let body = body::read_json(request, app.limits.max_body_bytes, app.limits.pace).await?;
+    app.work
+        .run(async {
+            let identity = Identity::from_json(&body, chrono::Utc::now())?;
+            let merged = app.ingest.identify(&identity).await.map_err(|error| {
+                match error {
+                    IdentifyError::Handoff(error) => ApiError::from(error),
+                    IdentifyError::Context(cause) => {
+                        tracing::warn!(error = %cause, anonymous_id = %identity.anonymous_id, user_id = %identity.user_id, "could not merge the visitor's context");
+                        ApiError::ContextUnavailable
+                    }
+                }
+            })?;
+            if merged.owner != identity.user_id {
+                return Err(ApiError::AlreadyIdentified);
+            }
+            Ok(Json(Identified {
+                user_id: identity.user_id,
+                anonymous_id: identity.anonymous_id,
+                context: may_read.then_some(merged.context),
+            }))
+        })
+        .await
 }

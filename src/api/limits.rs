@@ -1,4 +1,9 @@
-//! Request-level limits: how many requests at once, and how long one may take.
+//! Request-level limits: how many requests may be worked on at once, and for how long.
+//!
+//! Both count work only, not waiting for a client: a handler reads its body first (under the
+//! body's own deadline and minimum rate, [`super::body`]), then does its work through
+//! [`RequestLimits::run`]. So a thousand clients trickling their bodies hold no place of the cap,
+//! and cannot shut out the requests that are ready.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,25 +29,30 @@ impl RequestLimits {
         }
     }
 
-    /// Answers with `work` within the limits: shed at once (503, `Retry-After`) when the cap of
-    /// requests in flight is reached, and 503 when it takes longer than the timeout; both are safe
-    /// to retry.
-    pub async fn apply(&self, work: impl Future<Output = Response>) -> Response {
+    /// Does `work` within the limits: refused at once (503 `busy`, `Retry-After`) when the cap
+    /// of requests being worked on is reached, and 503 `timeout` when it takes longer than the
+    /// timeout; both are safe to retry.
+    pub async fn run<T>(
+        &self,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
         let Ok(_permit) = self.permits.try_acquire() else {
-            return ApiError::Busy.into_response();
+            return Err(ApiError::Busy);
         };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(response) => response,
-            Err(_) => ApiError::Timeout(self.timeout).into_response(),
-        }
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(ApiError::Timeout(self.timeout)))
     }
 }
 
-/// The middleware of [`RequestLimits::apply`].
+/// [`RequestLimits::run`] around a whole request, for routes that read no body (the demo's).
 pub async fn enforce(
     State(limits): State<RequestLimits>,
     request: Request,
     next: Next,
 ) -> Response {
-    limits.apply(next.run(request)).await
+    limits
+        .run(async { Ok(next.run(request).await) })
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }

@@ -1,7 +1,7 @@
 //! HTTP: the routes, the shared state, and the layers every request passes through.
 
 pub mod access;
-mod body;
+pub mod body;
 mod demo;
 pub mod error;
 mod events;
@@ -27,9 +27,7 @@ use sqlx::PgPool;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::context::ContextStore;
@@ -40,12 +38,15 @@ use crate::ingest::Ingest;
 use crate::rerank::ReRankingService;
 use crate::writer::WriterStatus;
 use access::{AccessControl, ApiGuard, Scope};
+use body::BodyPace;
 pub use error::ApiError;
 use limits::RequestLimits;
 
 /// Bounds on what a request may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// How a body must arrive.
+    pub pace: BodyPace,
     pub max_body_bytes: usize,
     pub max_batch_body_bytes: usize,
     pub max_batch_events: usize,
@@ -57,6 +58,8 @@ pub struct Limits {
 pub type AppState = Arc<App>;
 
 pub struct App {
+    /// The cap and the deadline of the handlers' work, once their body is read.
+    pub work: RequestLimits,
     pub ingest: Ingest,
     pub rerank: Arc<ReRankingService>,
     pub vitals: Vitals,
@@ -86,10 +89,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What guards the API at its edge: limits, CORS, keys and rate limits.
 pub struct Edge {
-    pub limits: RequestLimits,
     pub access: Arc<AccessControl>,
     pub cors_origins: Vec<String>,
-    pub body_timeout: Duration,
     /// Whether the demo page is served.
     pub demo: bool,
 }
@@ -101,7 +102,6 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
     let guarded = |needs| {
         middleware::from_fn_with_state(
             ApiGuard {
-                limits: edge.limits.clone(),
                 access: edge.access.clone(),
                 needs,
             },
@@ -127,8 +127,10 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
     // Only the API and the demo are capped: health checks and metrics must answer when the
     // service is busy.
     let demo = if edge.demo {
-        demo::routes(state.vitals.pool.clone())
-            .route_layer(middleware::from_fn_with_state(edge.limits, limits::enforce))
+        demo::routes(state.vitals.pool.clone()).route_layer(middleware::from_fn_with_state(
+            state.work.clone(),
+            limits::enforce,
+        ))
     } else {
         Router::new()
     };
@@ -150,6 +152,7 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
     // matched route, and CORS, whose answers to preflight requests they count.
     let service = ServiceBuilder::new()
         .map_response(|response: Response<_>| response.map(Body::new))
+        .map_request(keep_safe_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
@@ -166,10 +169,34 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(RequestBodyTimeoutLayer::new(edge.body_timeout))
-        .layer(MapRequestBodyLayer::new(Body::new))
         .service(routes);
     HttpService::new(service)
+}
+
+/// Most characters of a client's `X-Request-Id` that the service keeps.
+pub const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// A client's `X-Request-Id` is kept only if it is short and safe to print in a log line: 1 to
+/// [`MAX_REQUEST_ID_CHARS`] ASCII letters, digits, `-`, `_`, `.` or `:`, and one of them.
+/// Otherwise it is dropped, and the service makes one (a UUID), as for a request without.
+fn keep_safe_request_id(mut request: Request<Body>) -> Request<Body> {
+    let headers = request.headers();
+    let mut ids = headers.get_all(&REQUEST_ID).iter();
+    let safe = match (ids.next(), ids.next()) {
+        (None, _) => return request,
+        (Some(id), None) => {
+            (1..=MAX_REQUEST_ID_CHARS).contains(&id.len())
+                && id
+                    .as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+        }
+        (Some(_), Some(_)) => false,
+    };
+    if !safe {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }
 
 /// The routes of a writer on its own: health and metrics.

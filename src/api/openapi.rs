@@ -34,11 +34,11 @@ pub struct EventRequest {
         nullable
     )]
     pub anonymous_id: Option<String>,
-    /// 1 to 64 characters, no whitespace or control characters.
+    /// 1 to 64 characters, no whitespace, control or format (invisible) characters.
     #[schema(
         min_length = 1,
         max_length = 64,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\ufeff]+$"
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]+$"
     )]
     pub asin: String,
     pub event_type: EventType,
@@ -103,7 +103,7 @@ pub struct RerankCandidate {
     #[schema(
         min_length = 1,
         max_length = 64,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\ufeff]+$"
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]+$"
     )]
     pub asin: String,
     pub score: f64,
@@ -271,7 +271,17 @@ mod tests {
         for asin in ["B08XXXX", "é", "a-b_c.d"] {
             assert!(accepted(asin), "{asin}");
         }
-        for asin in ["a b", "a\u{7}", "a\u{85}", "\u{feff}a", "a\u{a0}"] {
+        for asin in [
+            "a b",
+            "a\u{7}",
+            "a\u{85}",
+            "\u{feff}a",
+            "a\u{a0}",
+            "a\u{202e}",
+            "a\u{200b}",
+            "\u{2066}a",
+            "a\u{ad}b",
+        ] {
             assert!(!accepted(asin), "{asin:?}");
         }
     }

@@ -2,13 +2,17 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::openapi::{BodyErrors, EdgeErrors, RerankRequest};
 use super::users::ActorName;
 use super::{ApiError, AppState, body};
-use crate::event::{Actor, Asin, InvalidEvent, ParseError, json_type};
+use crate::event::{
+    Actor, Asin, Dropped, Elements, ElementsSeed, FieldName, InvalidEvent, Item, ObjectFields,
+    ParseError, Shallow,
+};
 use crate::rerank::{ContextSummary, MAX_CANDIDATES, RemovedItem, RerankedItem, ScoredItem};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -34,53 +38,128 @@ pub async fn rerank(
     State(app): State<AppState>,
     request: Request,
 ) -> Result<Json<RerankResponse>, ApiError> {
-    let body = body::read_json(request, app.limits.max_batch_body_bytes).await?;
-    let request: Map<String, Value> = serde_json::from_slice(&body).map_err(ParseError::from)?;
-    let actor = Actor::from_object(&request)?;
-    let items = parse_items(request.get("items"))?;
-    let reranked = app.rerank.rerank_items(&actor, items).await;
-    Ok(Json(RerankResponse {
-        actor: ActorName::from(&actor),
-        items: reranked.ranking.items,
-        removed: reranked.ranking.removed,
-        context: reranked.context,
-    }))
+    let body = body::read_json(request, app.limits.max_batch_body_bytes, app.limits.pace).await?;
+    app.work
+        .run(async {
+            let request = RerankFields::from_json(&body)?;
+            let actor =
+                Actor::from_fields(request.user_id.as_ref(), request.anonymous_id.as_ref())?;
+            let items = parse_items(request.items)?;
+            let reranked = app.rerank.rerank_items(&actor, items).await;
+            Ok(Json(RerankResponse {
+                actor: ActorName::from(&actor),
+                items: reranked.ranking.items,
+                removed: reranked.ranking.removed,
+                context: reranked.context,
+            }))
+        })
+        .await
 }
 
-fn parse_items(value: Option<&Value>) -> Result<Vec<ScoredItem>, InvalidEvent> {
-    let items = match value {
-        None | Some(Value::Null) => return Err(InvalidEvent::missing("items")),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
+type Candidates = Elements<Item<CandidateFields>>;
+
+/// A re-ranking request as the body has it, read as it is parsed: at most [`MAX_CANDIDATES`]
+/// candidates are built, other fields are checked for syntax and dropped.
+#[derive(Default)]
+struct RerankFields {
+    user_id: Option<Value>,
+    anonymous_id: Option<Value>,
+    items: Option<Candidates>,
+}
+
+/// One candidate's fields.
+#[derive(Default)]
+struct CandidateFields {
+    asin: Option<Value>,
+    score: Option<Value>,
+}
+
+impl RerankFields {
+    fn from_json(body: &[u8]) -> Result<Self, ParseError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for RerankFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = RerankFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RerankFields, M::Error> {
+                let mut fields = RerankFields::default();
+                while let Some(FieldName(name)) = map.next_key()? {
+                    match name.as_ref() {
+                        "user_id" => fields.user_id = Some(map.next_value::<Shallow>()?.0),
+                        "anonymous_id" => {
+                            fields.anonymous_id = Some(map.next_value::<Shallow>()?.0);
+                        }
+                        "items" => {
+                            fields.items =
+                                Some(map.next_value_seed(ElementsSeed::new(MAX_CANDIDATES))?);
+                        }
+                        _ => {
+                            map.next_value::<Dropped>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+impl<'de> ObjectFields<'de> for CandidateFields {
+    fn from_map<M: MapAccess<'de>>(mut map: M) -> Result<Self, M::Error> {
+        let mut fields = CandidateFields::default();
+        while let Some(FieldName(name)) = map.next_key()? {
+            match name.as_ref() {
+                "asin" => fields.asin = Some(map.next_value::<Shallow>()?.0),
+                "score" => fields.score = Some(map.next_value::<Shallow>()?.0),
+                _ => {
+                    map.next_value::<Dropped>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+fn parse_items(items: Option<Candidates>) -> Result<Vec<ScoredItem>, InvalidEvent> {
+    let items = match items {
+        None => return Err(InvalidEvent::missing("items")),
+        Some(Elements::Not("null")) => return Err(InvalidEvent::missing("items")),
+        Some(Elements::Items(items)) => items,
+        Some(Elements::TooMany) => {
             return Err(InvalidEvent::invalid(
                 "items",
-                format!(
-                    "items must be an array of {{asin, score}}, got {}",
-                    json_type(other)
-                ),
+                format!("items must hold at most {MAX_CANDIDATES} items"),
+            ));
+        }
+        Some(Elements::Not(kind)) => {
+            return Err(InvalidEvent::invalid(
+                "items",
+                format!("items must be an array of {{asin, score}}, got {kind}"),
             ));
         }
     };
-    if items.len() > MAX_CANDIDATES {
-        return Err(InvalidEvent::invalid(
-            "items",
-            format!("items must hold at most {MAX_CANDIDATES} items"),
-        ));
-    }
     items
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, item)| {
             let at =
                 |message: String| InvalidEvent::invalid("items", format!("items[{i}]: {message}"));
-            let Value::Object(item) = item else {
-                return Err(at(format!(
-                    "an item must be an object, got {}",
-                    json_type(item)
-                )));
+            let item = match item {
+                Item::Object(item) => item,
+                Item::Other(kind) => {
+                    return Err(at(format!("an item must be an object, got {kind}")));
+                }
             };
-            let asin = Asin::from_json(item.get("asin")).map_err(|e| at(e.message))?;
-            let score = match item.get("score") {
+            let asin = Asin::from_json(item.asin.as_ref()).map_err(|e| at(e.message))?;
+            let score = match &item.score {
                 Some(Value::Number(n)) => n.as_f64().filter(|s| s.is_finite()),
                 _ => None,
             }
@@ -121,7 +200,8 @@ mod tests {
 
         #[test]
         fn any_candidate_list_parses_or_fails_naming_items(items in prop::collection::vec(any_item(), 0..20)) {
-            match parse_items(Some(&Value::Array(items.clone()))) {
+            let body = json!({"user_id": 1, "items": items.clone()}).to_string();
+            match parse_items(RerankFields::from_json(body.as_bytes()).unwrap().items) {
                 Ok(parsed) => {
                     prop_assert_eq!(parsed.len(), items.len());
                     prop_assert!(parsed.iter().all(|i| i.score.is_finite()));

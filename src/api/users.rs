@@ -2,6 +2,7 @@
 //! realtime context, as the re-ranker sees it.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use serde::Serialize;
 
@@ -50,9 +51,9 @@ pub struct ContextResponse {
 )]
 pub async fn context(
     State(app): State<AppState>,
-    Path(user_id): Path<String>,
+    user_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ContextResponse>, ApiError> {
-    let actor = Actor::User(user_id.parse()?);
+    let actor = Actor::User(segment(user_id).parse()?);
     load(&app, actor).await
 }
 
@@ -70,19 +71,29 @@ pub async fn context(
 )]
 pub async fn visitor_context(
     State(app): State<AppState>,
-    Path(anonymous_id): Path<String>,
+    anonymous_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ContextResponse>, ApiError> {
-    let actor = Actor::Visitor(anonymous_id.parse::<AnonymousId>()?);
+    let actor = Actor::Visitor(segment(anonymous_id).parse::<AnonymousId>()?);
     load(&app, actor).await
 }
 
+/// A path segment as text; one that is not UTF-8 once percent-decoded (`%ff`) is the empty
+/// text, which no id is, so that it fails with the id's own rule, in our error format.
+fn segment(path: Result<Path<String>, PathRejection>) -> String {
+    path.map(|Path(segment)| segment).unwrap_or_default()
+}
+
 async fn load(app: &AppState, actor: Actor) -> Result<Json<ContextResponse>, ApiError> {
-    let context = app.ingest.context.load(&actor).await.map_err(|error| {
-        tracing::warn!(%error, %actor, "could not read the context");
-        ApiError::ContextUnavailable
-    })?;
-    Ok(Json(ContextResponse {
-        actor: ActorName::from(&actor),
-        context,
-    }))
+    app.work
+        .run(async {
+            let context = app.ingest.context.load(&actor).await.map_err(|error| {
+                tracing::warn!(%error, %actor, "could not read the context");
+                ApiError::ContextUnavailable
+            })?;
+            Ok(Json(ContextResponse {
+                actor: ActorName::from(&actor),
+                context,
+            }))
+        })
+        .await
 }

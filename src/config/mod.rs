@@ -18,6 +18,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::api::body::BodyPace;
 use crate::context::{CategoryWeights, ContextConfig};
 use crate::event::{EventRules, MetadataLimits};
 use crate::handoff::journal::{JournalConfig, SyncPolicy};
@@ -229,17 +230,34 @@ pub struct Settings {
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
 
-    /// A client must send each part of its body within this, or gets 408.
-    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 10)]
+    /// A client must send its whole body within this, or gets 408.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_read_timeout_secs: u64,
 
-    /// A request not answered within this gets 503 (retryable: event ids make it safe).
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 15)]
+    /// After its first second, a body must arrive at least this fast on average, or gets 408
+    /// (0: no minimum).
+    #[arg(long, env = "BODY_MIN_BYTES_PER_SEC", default_value_t = 1024)]
+    pub body_min_bytes_per_sec: u64,
+
+    /// Work on a request (once its body is read) not done within this gets 503 (retryable:
+    /// event ids make it safe).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
 
-    /// Requests handled at once; beyond it, 503 with Retry-After.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    /// Requests worked on at once (a body still arriving does not count); beyond it, 503 with
+    /// Retry-After.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
     pub max_concurrent_requests: usize,
+
+    /// Open connections at most; past it, a new connection is closed at once.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub max_connections: usize,
+
+    /// Open connections at most from one client address (an IPv6 client by its /64); past it,
+    /// a new one is closed at once. 0: no such cap. Not applied with --trust-forwarded-for: the
+    /// connections then come from the proxy.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(0..=1_000_000).map(|n| n as usize))]
+    pub max_connections_per_address: usize,
 
     /// Origins allowed to call the API from a browser: a comma-separated list, or `*` for any.
     /// Empty (the default) allows http://localhost and http://127.0.0.1 on any port.
@@ -409,6 +427,16 @@ impl Settings {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+            max_per_address: (!self.trust_forwarded_for && self.max_connections_per_address > 0)
+                .then_some(self.max_connections_per_address),
+        }
+    }
+
+    pub fn body_pace(&self) -> BodyPace {
+        BodyPace {
+            timeout: Duration::from_secs(self.body_read_timeout_secs),
+            min_bytes_per_sec: self.body_min_bytes_per_sec,
         }
     }
 

@@ -10,6 +10,14 @@
 //! Redis fails between the two steps, the visitor's short-term context is lost (their events are
 //! in PostgreSQL all the same). The visitor's `event_ids` stay until they expire, so that a
 //! retried visitor event is still counted once.
+//!
+//! A visitor belongs to the first user they are identified as, in Redis as in PostgreSQL. The
+//! take records that owner (`visitor:…:owner`, set only if absent, in the same script that takes
+//! the keys), and the merge goes to the owner whoever asked: two identifications of one visitor
+//! as different users at the same moment cannot send the context to one user and the stored
+//! events to the other. The identification made durable names the owner too. The owner is
+//! remembered as long as the visitor's context (the context TTL, refreshed by each
+//! identification); a made-up visitor leaves nothing longer.
 
 use std::sync::LazyLock;
 
@@ -18,17 +26,20 @@ use redis::Script;
 use super::{ContextError, ContextStore, PURCHASED_CAP, UserContext};
 use crate::event::{Actor, AnonymousId, UserId};
 
-/// Takes a visitor's context: reads the four keys and deletes them. KEYS: the visitor's
-/// recent_items, recent_categories, last_active, purchased. ARGV: the oldest purchase time kept
-/// (ms). Returns the items, the categories as (name, count) pairs, last_active (or ''), and the
-/// purchases as (asin, time) pairs.
+/// Takes a visitor's context: records their owner if they have none yet, reads the four keys
+/// and deletes them. KEYS: the visitor's recent_items, recent_categories, last_active,
+/// purchased, owner. ARGV: the oldest purchase time kept (ms), the user id asked for, the TTL.
+/// Returns the items, the categories as (name, count) pairs, last_active (or ''), the purchases
+/// as (asin, time) pairs, and the owner's user id.
 pub const TAKE_SCRIPT: &str = r"
+local owner = redis.call('SET', KEYS[5], ARGV[2], 'NX', 'GET') or ARGV[2]
+redis.call('EXPIRE', KEYS[5], ARGV[3])
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 local categories = redis.call('HGETALL', KEYS[2])
 local last = redis.call('GET', KEYS[3]) or ''
 local purchased = redis.call('ZRANGEBYSCORE', KEYS[4], ARGV[1], '+inf', 'WITHSCORES')
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-return {items, categories, last, purchased}
+return {items, categories, last, purchased, owner}
 ";
 
 /// Merges a visitor's context (passed in ARGV) into a user's. KEYS: the user's recent_items,
@@ -96,32 +107,48 @@ const MOVED: [&str; 4] = [
     "purchased",
 ];
 
+/// What an identification did in Redis.
+#[derive(Debug)]
+pub struct Merged {
+    /// The user the visitor belongs to: the one asked for, unless another was first.
+    pub owner: UserId,
+    /// The owner's context after the merge.
+    pub context: UserContext,
+}
+
 impl ContextStore {
-    /// Merges the visitor's context into the user's and deletes the visitor's; returns the
-    /// user's context afterwards.
+    /// Merges the visitor's context into their owner's (the first user they were identified
+    /// as: `user`, unless another was first) and deletes the visitor's; returns the owner and
+    /// their context afterwards.
     pub async fn merge_visitor(
         &self,
         visitor: &AnonymousId,
         user: UserId,
-    ) -> Result<UserContext, ContextError> {
+    ) -> Result<Merged, ContextError> {
         static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_SCRIPT));
         static MERGE: LazyLock<Script> = LazyLock::new(|| Script::new(MERGE_SCRIPT));
         let redis = &self.redis;
-        let (visitor, user) = (Actor::Visitor(visitor.clone()), Actor::User(user));
+        let visitor = Actor::Visitor(visitor.clone());
         let bought_since = redis.config.bought_since_ms();
         let mut take = TAKE.prepare_invoke();
         for name in MOVED {
             take.key(self.key(&visitor, name));
         }
-        take.arg(bought_since);
+        take.key(self.key(&visitor, "owner"))
+            .arg(bought_since)
+            .arg(user.get())
+            .arg(redis.config.ttl.as_secs().max(1));
         // Flat (name, count) and (asin, time) pairs, as HGETALL and WITHSCORES give them.
-        type Taken = (Vec<String>, Vec<String>, String, Vec<String>);
-        let (items, categories, last_active, purchased): Taken = redis
+        type Taken = (Vec<String>, Vec<String>, String, Vec<String>, i64);
+        let (items, categories, last_active, purchased, owner): Taken = redis
             .call("identify", async {
                 let mut connection = redis.backend.connection().await?;
                 take.invoke_async(&mut connection).await
             })
             .await?;
+        // The key holds an id this service wrote; were it anything else, the one asked for wins.
+        let owner = UserId::new(owner).unwrap_or(user);
+        let user = Actor::User(owner);
 
         let mut merge = MERGE.prepare_invoke();
         for name in MOVED {
@@ -148,6 +175,7 @@ impl ContextStore {
                 merge.invoke_async::<()>(&mut connection).await
             })
             .await?;
-        self.load(&user).await
+        let context = self.load(&user).await?;
+        Ok(Merged { owner, context })
     }
 }

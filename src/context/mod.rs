@@ -34,6 +34,7 @@ use redis::Script;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+pub use identify::Merged;
 pub use record::RECORD_SCRIPT;
 
 use crate::config::SecretUrl;

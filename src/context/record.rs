@@ -15,7 +15,7 @@ use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ContextError, ContextUpdate, PURCHASED_CAP, Redis};
-use crate::event::EventType;
+use crate::event::{Actor, EventType};
 
 /// Most event ids remembered per user for deduplication: enough for any client's retries, and
 /// few enough that adding one stays cheap (Redis scans its compact encoding on every ZADD; ids
@@ -31,8 +31,12 @@ const MAX_EVENTS_PER_ROUND: usize = 512;
 /// purchases' score, so that the oldest are trimmed first; the purchases' TTL, trim rank and the
 /// oldest purchase time kept; '1' for a distinct recent list), then five per event (asin,
 /// category or '', last_active text, client event id or '', the category weight; a purchase's
-/// weight carries a trailing 'p'). Returns, per event, 1 if applied and 0 if its event id was
-/// already seen.
+/// weight carries a trailing 'p' for a user, 'v' for a visitor). Returns, per event, 1 if applied
+/// and 0 if its event id was already seen.
+///
+/// A user's purchases live `--purchased-ttl` (30 days); a visitor's only as long as the rest of
+/// their context, since a made-up visitor costs nothing to invent: their purchases join the
+/// user's 30-day set when they are identified, and otherwise expire with their context.
 ///
 /// Every number reaches `redis.call` as the text the service wrote: Redis 7.0 formats a Lua number
 /// with `snprintf("%.17g")` on each call, which took 14% of its time when the settings were
@@ -60,7 +64,7 @@ for i = 0, #KEYS / 5 - 1 do
     redis.call('LPUSH', KEYS[k + 1], ARGV[a + 1])
     redis.call('LTRIM', KEYS[k + 1], '0', last_item)
     redis.call('EXPIRE', KEYS[k + 1], ttl)
-    local weight, purchase = string.match(ARGV[a + 5], '^(%d+)(p?)$')
+    local weight, purchase = string.match(ARGV[a + 5], '^(%d+)([pv]?)$')
     if ARGV[a + 2] ~= '' and weight ~= '0' then
       redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], weight)
       redis.call('EXPIRE', KEYS[k + 2], ttl)
@@ -71,11 +75,11 @@ for i = 0, #KEYS / 5 - 1 do
     if previous and previous > ARGV[a + 3] then
       redis.call('SET', KEYS[k + 3], previous, 'EX', ttl)
     end
-    if purchase == 'p' then
+    if purchase ~= '' then
       redis.call('ZADD', KEYS[k + 5], now, ARGV[a + 1])
       redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', bought_since)
       redis.call('ZREMRANGEBYRANK', KEYS[k + 5], '0', bought_trim)
-      redis.call('EXPIRE', KEYS[k + 5], bought_ttl)
+      redis.call('EXPIRE', KEYS[k + 5], purchase == 'p' and bought_ttl or ttl)
     end
   end
   applied[i + 1] = fresh
@@ -116,10 +120,10 @@ impl Prepared {
             *end = bytes.len();
         }
         let weight = redis.config.category_weights.of(event.event_type);
-        let purchase = if event.event_type == EventType::Purchase {
-            "p"
-        } else {
-            ""
+        let purchase = match (event.event_type, &event.actor) {
+            (EventType::Purchase, Actor::User(_)) => "p",
+            (EventType::Purchase, Actor::Visitor(_)) => "v",
+            _ => "",
         };
         bytes.extend_from_slice(event.asin.as_str().as_bytes());
         ends[5] = bytes.len();

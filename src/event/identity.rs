@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{AnonymousId, InvalidEvent, UserId};
+use super::{AnonymousId, EventFields, InvalidEvent, ParseError, UserId};
 
 /// A visitor who logged in: their anonymous id now belongs to the user. Travels through the
 /// hand-off like an event, so that the writer attributes the visitor's stored events durably.
@@ -18,18 +18,27 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Parses `{"anonymous_id": "...", "user_id": 42}`, both required.
-    pub fn from_object(
-        object: &Map<String, Value>,
+    /// Parses `{"anonymous_id": "...", "user_id": 42}`, both required (other fields are read
+    /// and dropped, as in an event's body).
+    pub fn from_json(body: &[u8], received_at: DateTime<Utc>) -> Result<Self, ParseError> {
+        let fields: EventFields = serde_json::from_slice(body)?;
+        let (user_id, anonymous_id) = fields.actor_fields();
+        Ok(Self::from_fields(anonymous_id, user_id, received_at)?)
+    }
+
+    /// An identification from its two fields' values.
+    pub fn from_fields(
+        anonymous_id: Option<&Value>,
+        user_id: Option<&Value>,
         received_at: DateTime<Utc>,
     ) -> Result<Self, InvalidEvent> {
-        let anonymous_id = match object.get("anonymous_id") {
+        let anonymous_id = match anonymous_id {
             None | Some(Value::Null) => return Err(InvalidEvent::missing("anonymous_id")),
             Some(value) => AnonymousId::from_json(value)?,
         };
         Ok(Self {
             anonymous_id,
-            user_id: UserId::from_json(object.get("user_id"))?,
+            user_id: UserId::from_json(user_id)?,
             identified_at: received_at,
         })
     }

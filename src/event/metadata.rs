@@ -1,10 +1,15 @@
 //! The client's free-form metadata and its bounds.
+//!
+//! Kept as the text the client sent, made compact (whitespace between tokens dropped), never
+//! parsed into numbers and written again: `123456789012345678901234567890` and `1e-400` are
+//! stored exactly as sent (PostgreSQL's `jsonb` keeps numbers in arbitrary precision). What
+//! PostgreSQL could not store is refused here, so that no accepted event fails its write: the
+//! `\u0000` escape, a lone UTF-16 surrogate escape, a number too long to write out.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
-use super::{InvalidEvent, json_type};
+use super::InvalidEvent;
 
 /// Bounds on the client's free-form metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,40 +32,52 @@ impl Default for MetadataLimits {
     }
 }
 
+/// Most digits a metadata number may have written out in full (`1e999` has 1,000): PostgreSQL
+/// stores and prints numbers written out, so `1e131071` would print as 128 KiB.
+pub const MAX_NUMBER_DIGITS: u64 = 1000;
+
 /// The client's metadata: a JSON object within [`MetadataLimits`], kept as compact JSON text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Metadata(Box<RawValue>);
 
 impl Metadata {
-    pub(super) fn from_json(
-        value: Option<&Value>,
+    /// The metadata of a request, from the text of its `metadata` field as the client wrote it
+    /// (valid JSON, without whitespace around it); `null` is none.
+    pub(super) fn from_raw(
+        raw: Option<&RawValue>,
         limits: &MetadataLimits,
     ) -> Result<Option<Self>, InvalidEvent> {
-        let object = match value {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::Object(object)) => object,
-            Some(other) => {
-                return Err(InvalidEvent::invalid(
-                    "metadata",
-                    format!("metadata must be a JSON object, got {}", json_type(other)),
-                ));
+        let Some(raw) = raw else { return Ok(None) };
+        let text = raw.get();
+        let kind = match text.as_bytes().first() {
+            Some(b'{') => None,
+            Some(b'n') => return Ok(None),
+            Some(b'[') => Some("an array"),
+            Some(b'"') => Some("a string"),
+            Some(b't' | b'f') => Some("a boolean"),
+            _ => Some("a number"),
+        };
+        if let Some(kind) = kind {
+            return Err(invalid(format!(
+                "metadata must be a JSON object, got {kind}"
+            )));
+        }
+        let compact = compact(text, limits)?;
+        let len = compact.as_ref().map_or(text.len(), String::len);
+        if len > limits.max_bytes {
+            return Err(invalid(format!(
+                "metadata must be at most {} bytes as JSON",
+                limits.max_bytes
+            )));
+        }
+        let compact = match compact {
+            None => raw.to_owned(),
+            Some(text) => {
+                RawValue::from_string(text).expect("valid JSON stays valid without its whitespace")
             }
         };
-        let mut keys = 0;
-        check_object(object, 1, limits, &mut keys)?;
-        // Written straight into a raw value: serde_json's own output needs no second parse.
-        let raw = serde_json::value::to_raw_value(object).expect("a JSON map always serializes");
-        if raw.get().len() > limits.max_bytes {
-            return Err(InvalidEvent::invalid(
-                "metadata",
-                format!(
-                    "metadata must be at most {} bytes as JSON",
-                    limits.max_bytes
-                ),
-            ));
-        }
-        Ok(Some(Self(raw)))
+        Ok(Some(Self(compact)))
     }
 
     /// The metadata as compact JSON text.
@@ -83,70 +100,123 @@ impl PartialEq for Metadata {
     }
 }
 
-fn check_object(
-    object: &Map<String, Value>,
-    depth: usize,
-    limits: &MetadataLimits,
-    keys: &mut usize,
-) -> Result<(), InvalidEvent> {
-    if depth > limits.max_depth {
-        return Err(InvalidEvent::invalid(
-            "metadata",
-            format!(
-                "metadata must be nested at most {} levels deep",
-                limits.max_depth
-            ),
-        ));
-    }
-    *keys += object.len();
-    if *keys > limits.max_keys {
-        return Err(InvalidEvent::invalid(
-            "metadata",
-            format!("metadata must have at most {} keys in all", limits.max_keys),
-        ));
-    }
-    for (key, value) in object {
-        check_text(key)?;
-        check_value(value, depth, limits, keys)?;
-    }
-    Ok(())
+fn invalid(message: impl Into<String>) -> InvalidEvent {
+    InvalidEvent::invalid("metadata", message)
 }
 
-fn check_value(
-    value: &Value,
-    depth: usize,
-    limits: &MetadataLimits,
-    keys: &mut usize,
-) -> Result<(), InvalidEvent> {
-    match value {
-        Value::Object(inner) => check_object(inner, depth + 1, limits, keys),
-        Value::Array(items) => {
-            if depth + 1 > limits.max_depth {
-                return Err(InvalidEvent::invalid(
-                    "metadata",
-                    format!(
+/// Checks valid JSON text against the limits and PostgreSQL's rules, and drops its whitespace:
+/// `None` when it had none (as most clients send it), else the compact copy. The text was
+/// validated by the JSON parser, which does not look inside escapes or at a number's size.
+fn compact(text: &str, limits: &MetadataLimits) -> Result<Option<String>, InvalidEvent> {
+    let bytes = text.as_bytes();
+    let mut out: Option<Vec<u8>> = None;
+    let (mut depth, mut keys, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        let start = i;
+        match bytes[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limits.max_depth {
+                    return Err(invalid(format!(
                         "metadata must be nested at most {} levels deep",
                         limits.max_depth
-                    ),
-                ));
+                    )));
+                }
+                i += 1;
             }
-            items
-                .iter()
-                .try_for_each(|item| check_value(item, depth + 1, limits, keys))
+            b'}' | b']' => {
+                depth -= 1;
+                i += 1;
+            }
+            // Every key of every object is followed by one colon outside a string.
+            b':' => {
+                keys += 1;
+                if keys > limits.max_keys {
+                    return Err(invalid(format!(
+                        "metadata must have at most {} keys in all",
+                        limits.max_keys
+                    )));
+                }
+                i += 1;
+            }
+            b'"' => i = string_end(bytes, i)?,
+            b'-' | b'0'..=b'9' => i = number_end(bytes, i)?,
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                out.get_or_insert_with(|| bytes[..i].to_vec());
+                i += 1;
+                continue;
+            }
+            // `,` and the letters of true, false and null.
+            _ => i += 1,
         }
-        Value::String(text) => check_text(text),
-        _ => Ok(()),
+        if let Some(copy) = out.as_mut() {
+            copy.extend_from_slice(&bytes[start..i]);
+        }
+    }
+    Ok(out.map(|copy| String::from_utf8(copy).expect("whole tokens of UTF-8 text are UTF-8")))
+}
+
+/// The end of the string that opens at `bytes[start]`, refusing the escapes PostgreSQL's
+/// `jsonb` refuses: `\u0000`, and a UTF-16 surrogate that is not half of a pair.
+fn string_end(bytes: &[u8], start: usize) -> Result<usize, InvalidEvent> {
+    let mut i = start + 1;
+    let mut awaiting_low = false;
+    loop {
+        match bytes[i] {
+            b'"' if !awaiting_low => return Ok(i + 1),
+            b'\\' if bytes[i + 1] == b'u' => {
+                let hex = std::str::from_utf8(&bytes[i + 2..i + 6]).unwrap_or("");
+                let unit = u16::from_str_radix(hex, 16).unwrap_or(0);
+                match unit {
+                    0 => {
+                        return Err(invalid(
+                            "metadata must not contain the NUL character (\\u0000)",
+                        ));
+                    }
+                    0xD800..=0xDBFF if !awaiting_low => awaiting_low = true,
+                    0xDC00..=0xDFFF if awaiting_low => awaiting_low = false,
+                    _ if awaiting_low => return Err(lone_surrogate()),
+                    0xDC00..=0xDFFF => return Err(lone_surrogate()),
+                    _ => {}
+                }
+                i += 6;
+            }
+            _ if awaiting_low => return Err(lone_surrogate()),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
     }
 }
 
-/// PostgreSQL's JSONB cannot hold the NUL character: refuse it here rather than fail the write.
-fn check_text(text: &str) -> Result<(), InvalidEvent> {
-    if text.contains('\0') {
-        Err(InvalidEvent::invalid(
-            "metadata",
-            "metadata must not contain the NUL character (\\u0000)",
-        ))
-    } else {
-        Ok(())
+fn lone_surrogate() -> InvalidEvent {
+    invalid("metadata must not contain half of a UTF-16 surrogate pair (\\ud800 alone, say)")
+}
+
+/// The end of the number that starts at `bytes[start]`, refusing one of more than
+/// [`MAX_NUMBER_DIGITS`] digits written out in full.
+fn number_end(bytes: &[u8], start: usize) -> Result<usize, InvalidEvent> {
+    let mut i = start;
+    let mut digits: u64 = 0;
+    let mut exponent: u64 = 0;
+    let mut in_exponent = false;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'0'..=b'9' if in_exponent => {
+                exponent = exponent
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(byte - b'0'));
+            }
+            b'0'..=b'9' => digits += 1,
+            b'e' | b'E' => in_exponent = true,
+            b'-' | b'+' | b'.' => {}
+            _ => break,
+        }
+        i += 1;
     }
+    if digits.saturating_add(exponent) > MAX_NUMBER_DIGITS {
+        return Err(invalid(format!(
+            "a metadata number must have at most {MAX_NUMBER_DIGITS} digits written out in full"
+        )));
+    }
+    Ok(i)
 }

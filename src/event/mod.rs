@@ -22,7 +22,8 @@ pub use values::{
     Actor, AnonymousId, Asin, EventType, InvalidEvent, MAX_ANONYMOUS_ID_CHARS, MAX_ASIN_CHARS,
     UserId,
 };
-pub use wire::{BatchValue, EventFields, ParseError};
+pub use wire::{Batch, BatchError, BatchItem, Elements, EventFields, ParseError};
+pub(crate) use wire::{Dropped, ElementsSeed, FieldName, Item, ObjectFields, Shallow};
 
 use std::time::Duration;
 
@@ -85,14 +86,13 @@ impl Event {
 
     /// Builds an event from an element of a batch, as read from the body.
     pub fn from_item(
-        item: BatchValue,
+        item: BatchItem,
         rules: &EventRules,
         arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
         let kind = match item {
-            BatchValue::Fields(fields) => return Self::from_fields(&fields, rules, arrival),
-            BatchValue::Array(_) => "an array",
-            BatchValue::Other(kind) => kind,
+            Item::Object(fields) => return Self::from_fields(&fields, rules, arrival),
+            Item::Other(kind) => kind,
         };
         Err(InvalidEvent::invalid(
             "event",
@@ -107,7 +107,7 @@ impl Event {
         rules: &EventRules,
         arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
-        let item = BatchValue::deserialize(value).expect("any JSON value is read");
+        let item = BatchItem::deserialize(value).expect("any JSON value is read");
         Self::from_item(item, rules, arrival)
     }
 
@@ -119,7 +119,7 @@ impl Event {
         let actor = Actor::from_fields(fields.user_id.as_ref(), fields.anonymous_id.as_ref())?;
         let asin = Asin::from_json(fields.asin.as_ref())?;
         let event_type = EventType::from_json(fields.event_type.as_ref())?;
-        let metadata = Metadata::from_json(fields.metadata.as_ref(), &rules.metadata)?;
+        let metadata = Metadata::from_raw(fields.metadata.as_deref(), &rules.metadata)?;
         let received_at = arrival.received_at;
         let (event_id, client_event_id) = match &fields.event_id {
             None | Some(Value::Null) => (new_event_id(received_at), false),

@@ -73,9 +73,10 @@ fn each_rule_names_its_field() {
         field_of(with("user_id", json!(1e300))),
         ("invalid_field", "user_id")
     );
-    assert!(
-        parse(with("user_id", json!(435.0))).is_ok(),
-        "an integral number is an integer"
+    assert_eq!(
+        field_of(with("user_id", json!(435.0))),
+        ("invalid_field", "user_id"),
+        "an id is written as an integer"
     );
     assert_eq!(
         field_of(with("user_id", json!(u64::MAX))),
@@ -129,6 +130,12 @@ fn asin_of_exactly_the_limit_is_accepted() {
     assert!(Asin::new("é".repeat(MAX_ASIN_CHARS)).is_ok());
 }
 
+/// The metadata of an event whose body holds `metadata` as this text.
+fn metadata_of(text: &str, limits: &MetadataLimits) -> Result<Option<String>, InvalidEvent> {
+    let raw: Box<serde_json::value::RawValue> = serde_json::from_str(text).unwrap();
+    Metadata::from_raw(Some(&raw), limits).map(|m| m.map(|m| m.as_json().to_owned()))
+}
+
 #[test]
 fn metadata_limits_hold() {
     let limits = MetadataLimits {
@@ -136,17 +143,140 @@ fn metadata_limits_hold() {
         max_depth: 2,
         max_keys: 3,
     };
-    let check = |v: Value| Metadata::from_json(Some(&v), &limits);
+    let check = |v: Value| metadata_of(&v.to_string(), &limits);
     assert!(check(json!({"a": {"b": 1}})).is_ok());
     assert!(check(json!({"a": {"b": {"c": 1}}})).is_err());
     assert!(check(json!({"a": [[1]]})).is_err());
     assert!(check(json!({"a": 1, "b": 2, "c": 3, "d": 4})).is_err());
     assert!(check(json!({"a": "x".repeat(64)})).is_err());
-    assert!(
-        Metadata::from_json(Some(&Value::Null), &limits)
-            .unwrap()
-            .is_none()
+    assert_eq!(check(Value::Null), Ok(None));
+    // The size is the compact size: whitespace does not count against it.
+    let spaced = format!("{{ \"a\" :\n  \"{}\" }}", "x".repeat(50));
+    assert_eq!(
+        metadata_of(&spaced, &limits).unwrap().unwrap(),
+        format!("{{\"a\":\"{}\"}}", "x".repeat(50))
     );
+}
+
+#[test]
+fn metadata_numbers_are_kept_exactly_as_sent() {
+    let limits = MetadataLimits::default();
+    for text in [
+        r#"{"big":123456789012345678901234567890}"#,
+        r#"{"tiny":1e-400}"#,
+        r#"{"price":19.90,"neg":-0,"e":1E+5}"#,
+        r#"{"deep":{"list":[1.50,{"x":2.000}]}}"#,
+        r#"{"escaped":"a\u00e9\ud83d\ude00 \"b\"","key with space":1}"#,
+    ] {
+        assert_eq!(metadata_of(text, &limits).unwrap().as_deref(), Some(text));
+    }
+    assert_eq!(
+        metadata_of("{ \"a\" : [ 1 , 2 ] , \"s\" : \" x y \" }", &limits)
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"a":[1,2],"s":" x y "}"#)
+    );
+}
+
+#[test]
+fn metadata_postgresql_cannot_store_is_refused() {
+    let limits = MetadataLimits::default();
+    for text in [
+        r#"{"a":"\u0000"}"#,
+        r#"{"\u0000":1}"#,
+        r#"{"a":"\ud800"}"#,
+        r#"{"a":"\udc00"}"#,
+        r#"{"a":"\ud800\u0041"}"#,
+        r#"{"a":"\ud800x"}"#,
+        r#"{"a":1e1000}"#,
+        r#"{"a":1e-99999999999999999999}"#,
+    ] {
+        let error = metadata_of(text, &limits).unwrap_err();
+        assert_eq!(error.field, "metadata", "{text}");
+    }
+    assert!(metadata_of(r#"{"a":1e999}"#, &limits).is_ok());
+    assert!(
+        metadata_of(r#"{"a":"\\u0000"}"#, &limits).is_ok(),
+        "an escaped backslash"
+    );
+    for (text, kind) in [
+        ("[1]", "an array"),
+        ("\"x\"", "a string"),
+        ("true", "a boolean"),
+        ("1", "a number"),
+    ] {
+        let error = metadata_of(text, &limits).unwrap_err();
+        assert!(error.message.ends_with(kind), "{text}: {}", error.message);
+    }
+}
+
+#[test]
+fn a_user_id_is_an_exact_integer_or_refused() {
+    let id = |text: &str| {
+        let body = format!(r#"{{"user_id": {text}, "asin": "B0", "event_type": "view"}}"#);
+        Event::from_json(body.as_bytes(), &EventRules::default(), Arrival::now())
+            .map(|event| event.actor.user().unwrap().get())
+    };
+    assert_eq!(id("42").unwrap(), 42);
+    assert_eq!(id("9223372036854775807").unwrap(), i64::MAX);
+    for text in [
+        "12345678901234567.5",
+        "9007199254740993.0",
+        "42.0",
+        "1e3",
+        "9223372036854775808",
+        "123456789012345678901234567890",
+    ] {
+        assert!(
+            matches!(id(text), Err(ParseError::Invalid(ref e)) if e.field == "user_id"),
+            "{text}"
+        );
+    }
+    for path in [
+        "1e3",
+        "+5",
+        "05",
+        "-1",
+        "0",
+        " 5",
+        "5 ",
+        "",
+        "9223372036854775808",
+    ] {
+        assert!(path.parse::<UserId>().is_err(), "{path:?}");
+    }
+    assert_eq!("5".parse::<UserId>().unwrap().get(), 5);
+}
+
+#[test]
+fn a_batch_builds_no_more_than_its_limit_and_nothing_of_nested_arrays() {
+    let zeros = format!("{{\"events\": [{}0]}}", "0,".repeat(10_000));
+    assert!(matches!(
+        Batch::from_json(zeros.as_bytes(), 500).unwrap().events,
+        Elements::TooMany
+    ));
+    let nested = format!("{{\"events\": [[{}{{}}]]}}", "{},".repeat(10_000));
+    match Batch::from_json(nested.as_bytes(), 500).unwrap().events {
+        Elements::Items(items) => {
+            assert_eq!(items.len(), 1);
+            assert!(matches!(items[0], Item::Other("an array")));
+        }
+        _ => panic!("one element"),
+    }
+    // What is past the limit is still read for syntax.
+    let broken = format!("{{\"events\": [{}0,]}}", "0,".repeat(600));
+    assert!(matches!(
+        Batch::from_json(broken.as_bytes(), 500),
+        Err(BatchError::Syntax(_))
+    ));
+    assert!(matches!(
+        Batch::from_json(b"[1]", 500),
+        Err(BatchError::NotAnEnvelope)
+    ));
+    assert!(matches!(
+        Batch::from_json(b"{}", 500),
+        Err(BatchError::NotAnEnvelope)
+    ));
 }
 
 #[test]

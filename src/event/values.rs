@@ -5,7 +5,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest ASIN accepted, in characters.
 pub const MAX_ASIN_CHARS: usize = 64;
@@ -61,18 +62,19 @@ impl UserId {
     fn rule() -> InvalidEvent {
         InvalidEvent::invalid(
             "user_id",
-            format!("user_id must be an integer from 1 to {}", i64::MAX),
+            format!(
+                "user_id must be an integer from 1 to {}, written without a fraction or an exponent",
+                i64::MAX
+            ),
         )
     }
 
+    /// A JSON integer, exactly: `12345678901234567.5` or `1e3` is not rounded into an id, it is
+    /// refused (the JSON parser gives either as a float).
     pub(crate) fn from_json(value: Option<&Value>) -> Result<Self, InvalidEvent> {
         match value {
             None | Some(Value::Null) => Err(InvalidEvent::missing("user_id")),
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .or_else(|| n.as_f64().and_then(integral))
-                .ok_or_else(Self::rule)
-                .and_then(Self::new),
+            Some(Value::Number(n)) => n.as_i64().ok_or_else(Self::rule).and_then(Self::new),
             Some(other) => Err(InvalidEvent::invalid(
                 "user_id",
                 format!("user_id must be an integer, got {}", json_type(other)),
@@ -81,18 +83,15 @@ impl UserId {
     }
 }
 
-/// `123.0` is an integer too, as JSON Schema counts them; beyond BIGINT it is not.
-fn integral(number: f64) -> Option<i64> {
-    (number.fract() == 0.0 && number >= 1.0 && number < i64::MAX as f64).then_some(number as i64)
-}
-
 impl std::str::FromStr for UserId {
     type Err = InvalidEvent;
-    /// As in a URL path: `42`, or an integral number such as `42.0`, as JSON would allow.
+    /// As in a URL path: decimal digits, without a sign or a leading zero (`+5`, `05` and
+    /// `1e3` name no user).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        text.parse::<i64>()
-            .ok()
-            .or_else(|| text.parse().ok().and_then(integral))
+        let canonical = text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+        canonical
+            .then(|| text.parse::<i64>().ok())
+            .flatten()
             .ok_or_else(Self::rule)
             .and_then(Self::new)
     }
@@ -190,13 +189,8 @@ pub enum Actor {
 }
 
 impl Actor {
-    /// The actor a request's object names: exactly one of `user_id` and `anonymous_id`.
-    pub(crate) fn from_object(object: &Map<String, Value>) -> Result<Self, InvalidEvent> {
-        Self::from_fields(object.get("user_id"), object.get("anonymous_id"))
-    }
-
     /// The actor of a request's `user_id` and `anonymous_id` fields (`null` is absent).
-    pub(super) fn from_fields(
+    pub(crate) fn from_fields(
         user_id: Option<&Value>,
         anonymous_id: Option<&Value>,
     ) -> Result<Self, InvalidEvent> {
@@ -255,7 +249,7 @@ impl fmt::Display for Actor {
 }
 
 /// An item id (Amazon Standard Identification Number or any catalogue key): 1 to 64 characters,
-/// none of them whitespace or control characters.
+/// none of them whitespace, control or format (invisible) characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Asin(String);
@@ -271,14 +265,15 @@ impl Asin {
                 format!("asin must be at most {MAX_ASIN_CHARS} characters"),
             ));
         }
-        // U+FEFF (a byte-order mark) is invisible too, and JSON Schema's `\s` counts it.
-        if asin
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '\u{feff}')
-        {
+        // Format characters (Unicode's Cf: U+202E turns text right to left, U+200B is a space
+        // of no width, U+00AD a soft hyphen, U+FEFF a byte-order mark) are invisible, and
+        // would make two ids that look alike, or a log line that reads backwards.
+        if asin.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || c.general_category() == GeneralCategory::Format
+        }) {
             return Err(InvalidEvent::invalid(
                 "asin",
-                "asin must not contain whitespace or control characters",
+                "asin must not contain whitespace, control or format characters",
             ));
         }
         Ok(Self(asin))

@@ -1,42 +1,57 @@
 //! The request's wire form: an event's fields read from the body as it is parsed, a batch's
 //! elements, and why a body could not become an event.
+//!
+//! Nothing is built from a value that will be refused. A known field keeps its value whole only
+//! when it is a scalar, the only kind any field takes (an array or an object keeps just its
+//! kind, for the error: [`Shallow`]); the metadata is kept as the text the client sent; other
+//! fields, and the elements of an array past its limit, are checked for syntax and dropped. So
+//! a request's memory is a small multiple of its body, whatever the body holds.
 
 use std::fmt;
+use std::marker::PhantomData;
 
-use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer as _};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::InvalidEvent;
 
-/// An event request's fields as the body has them: each known field's JSON value, taken as the
-/// body is read, without an object of them all; other fields are read and dropped. A repeated
-/// key counts as its last occurrence, as when the object is read whole.
+/// An event request's fields as the body has them: each known field's value, taken as the body
+/// is read, without an object of them all; other fields are read and dropped. A repeated key
+/// counts as its last occurrence, as when the object is read whole.
 #[derive(Debug, Default)]
 pub struct EventFields {
     pub(super) user_id: Option<Value>,
     pub(super) anonymous_id: Option<Value>,
     pub(super) asin: Option<Value>,
     pub(super) event_type: Option<Value>,
-    pub(super) metadata: Option<Value>,
+    /// As the client wrote it: its numbers exactly as sent.
+    pub(super) metadata: Option<Box<RawValue>>,
     pub(super) event_id: Option<Value>,
     pub(super) timestamp: Option<Value>,
     pub(super) sent_at: Option<Value>,
 }
 
 impl EventFields {
-    /// Where the field of this name goes; `None` for a field events do not have.
+    /// Where the scalar field of this name goes; `None` for the metadata and for a field events
+    /// do not have.
     fn slot(&mut self, name: &str) -> Option<&mut Option<Value>> {
         Some(match name {
             "user_id" => &mut self.user_id,
             "anonymous_id" => &mut self.anonymous_id,
             "asin" => &mut self.asin,
             "event_type" => &mut self.event_type,
-            "metadata" => &mut self.metadata,
             "event_id" => &mut self.event_id,
             "timestamp" => &mut self.timestamp,
             "sent_at" => &mut self.sent_at,
             _ => return None,
         })
+    }
+
+    /// The `user_id` and `anonymous_id` fields (an identification's body is read as an event's).
+    pub(crate) fn actor_fields(&self) -> (Option<&Value>, Option<&Value>) {
+        (self.user_id.as_ref(), self.anonymous_id.as_ref())
     }
 }
 
@@ -48,97 +63,368 @@ impl<'de> Deserialize<'de> for EventFields {
 
 struct FieldsVisitor;
 
-impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+impl<'de> Visitor<'de> for FieldsVisitor {
     type Value = EventFields;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<EventFields, M::Error> {
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<EventFields, M::Error> {
         let mut fields = EventFields::default();
         while let Some(FieldName(name)) = map.next_key()? {
-            // Another field is read as strictly as the event's own (UTF-8, escapes, number
-            // range, nesting), as when the object was read whole, and dropped.
-            let value = map.next_value()?;
-            if let Some(slot) = fields.slot(&name) {
-                *slot = Some(value);
+            if name == "metadata" {
+                fields.metadata = Some(map.next_value()?);
+            } else if let Some(slot) = fields.slot(&name) {
+                *slot = Some(map.next_value::<Shallow>()?.0);
+            } else {
+                map.next_value::<Dropped>()?;
             }
         }
         Ok(fields)
     }
 }
 
-/// A value of a batch's body, read as the body is parsed (no JSON tree of the batch is built):
-/// an object's event fields (read as a single event's body is), an array's elements, or the kind
-/// of any other value, for its error. Every value is read as strictly as the rest of the body.
-// Nearly every value is an event's fields: boxing them would add an allocation to each event.
-#[allow(clippy::large_enum_variant)]
-pub enum BatchValue {
-    Fields(EventFields),
-    Array(Vec<BatchValue>),
-    Other(&'static str),
-}
+/// A value read as strictly as those the service keeps (UTF-8, escapes, number range, nesting)
+/// and dropped: nothing of it is built (serde's `IgnoredAny` would skip the checks inside
+/// strings and numbers).
+pub struct Dropped;
 
-impl<'de> Deserialize<'de> for BatchValue {
+impl<'de> Deserialize<'de> for Dropped {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(BatchValueVisitor)
+        deserializer.deserialize_any(DroppedVisitor)
     }
 }
 
-struct BatchValueVisitor;
+struct DroppedVisitor;
 
-impl<'de> serde::de::Visitor<'de> for BatchValueVisitor {
-    type Value = BatchValue;
+impl<'de> Visitor<'de> for DroppedVisitor {
+    type Value = Dropped;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<BatchValue, M::Error> {
-        FieldsVisitor.visit_map(map).map(BatchValue::Fields)
+    fn visit_unit<E>(self) -> Result<Dropped, E> {
+        Ok(Dropped)
     }
 
-    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<BatchValue, S::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+    fn visit_bool<E>(self, _: bool) -> Result<Dropped, E> {
+        Ok(Dropped)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Dropped, E> {
+        Ok(Dropped)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Dropped, E> {
+        Ok(Dropped)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Dropped, E> {
+        Ok(Dropped)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Dropped, E> {
+        Ok(Dropped)
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Dropped, S::Error> {
+        while seq.next_element::<Dropped>()?.is_some() {}
+        Ok(Dropped)
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Dropped, M::Error> {
+        while map.next_entry::<Dropped, Dropped>()?.is_some() {}
+        Ok(Dropped)
+    }
+}
+
+/// A JSON value kept whole if it is a scalar; an array or an object becomes an empty one, its
+/// contents checked for syntax and dropped. For fields that take only scalars: an array or an
+/// object there is refused by its kind alone.
+pub struct Shallow(pub Value);
+
+impl<'de> Deserialize<'de> for Shallow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ShallowVisitor).map(Shallow)
+    }
+}
+
+struct ShallowVisitor;
+
+impl<'de> Visitor<'de> for ShallowVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        // serde_json gives no infinite or NaN number.
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Value, S::Error> {
+        while seq.next_element::<Dropped>()?.is_some() {}
+        Ok(Value::Array(Vec::new()))
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Value, M::Error> {
+        while map.next_entry::<Dropped, Dropped>()?.is_some() {}
+        Ok(Value::Object(Map::new()))
+    }
+}
+
+/// What a JSON value is, for an error that names it.
+fn kind(value: &Value) -> &'static str {
+    super::json_type(value)
+}
+
+/// A JSON array read element by element, at most `max` of them: past it the rest is checked for
+/// syntax and dropped, and nothing more is built.
+pub enum Elements<T> {
+    Items(Vec<T>),
+    /// More than the limit.
+    TooMany,
+    /// Not an array: what it is instead.
+    Not(&'static str),
+}
+
+/// Reads [`Elements`] of at most `max` items.
+pub struct ElementsSeed<T> {
+    pub max: usize,
+    item: PhantomData<T>,
+}
+
+impl<T> ElementsSeed<T> {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            item: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for ElementsSeed<T> {
+    type Value = Elements<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ElementsSeed<T> {
+    type Value = Elements<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an array of at most {} items", self.max)
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
         while let Some(item) = seq.next_element()? {
+            if items.len() == self.max {
+                while seq.next_element::<Dropped>()?.is_some() {}
+                return Ok(Elements::TooMany);
+            }
             items.push(item);
         }
-        Ok(BatchValue::Array(items))
+        Ok(Elements::Items(items))
     }
 
-    fn visit_unit<E>(self) -> Result<BatchValue, E> {
-        Ok(BatchValue::Other("null"))
+    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+        ShallowVisitor
+            .visit_map(map)
+            .map(|v| Elements::Not(kind(&v)))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<BatchValue, E> {
-        Ok(BatchValue::Other("a boolean"))
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Elements::Not("null"))
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<BatchValue, E> {
-        Ok(BatchValue::Other("a number"))
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Elements::Not("a boolean"))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<BatchValue, E> {
-        Ok(BatchValue::Other("a number"))
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Elements::Not("a number"))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<BatchValue, E> {
-        Ok(BatchValue::Other("a number"))
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Elements::Not("a number"))
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<BatchValue, E> {
-        Ok(BatchValue::Other("a string"))
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Elements::Not("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Elements::Not("a string"))
+    }
+}
+
+/// An element of an array that should hold objects: an object's fields as `T` reads them, or
+/// the kind of any other value (an array's contents checked for syntax and dropped).
+pub enum Item<T> {
+    Object(T),
+    Other(&'static str),
+}
+
+impl<'de, T: ObjectFields<'de>> Deserialize<'de> for Item<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor(PhantomData))
+    }
+}
+
+/// A type read from a JSON object's entries.
+pub trait ObjectFields<'de>: Sized {
+    fn from_map<M: MapAccess<'de>>(map: M) -> Result<Self, M::Error>;
+}
+
+impl<'de> ObjectFields<'de> for EventFields {
+    fn from_map<M: MapAccess<'de>>(map: M) -> Result<Self, M::Error> {
+        FieldsVisitor.visit_map(map)
+    }
+}
+
+struct ItemVisitor<T>(PhantomData<T>);
+
+impl<'de, T: ObjectFields<'de>> Visitor<'de> for ItemVisitor<T> {
+    type Value = Item<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Item<T>, M::Error> {
+        T::from_map(map).map(Item::Object)
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, seq: S) -> Result<Item<T>, S::Error> {
+        ShallowVisitor
+            .visit_seq(seq)
+            .map(|_| Item::Other("an array"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Item<T>, E> {
+        Ok(Item::Other("null"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Item<T>, E> {
+        Ok(Item::Other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Item<T>, E> {
+        Ok(Item::Other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Item<T>, E> {
+        Ok(Item::Other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Item<T>, E> {
+        Ok(Item::Other("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Item<T>, E> {
+        Ok(Item::Other("a string"))
+    }
+}
+
+/// An element of a batch's `events`.
+pub type BatchItem = Item<EventFields>;
+
+/// `POST /api/events`'s body, `{"events": [...], "sent_at"?}`, read as it is parsed: at most
+/// `max` events are built.
+pub struct Batch {
+    pub events: Elements<BatchItem>,
+    pub sent_at: Option<Value>,
+}
+
+/// Why a batch's body is not a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("the body is not valid JSON: {0}")]
+    Syntax(String),
+    #[error(r#"the body must be a JSON object {{"events": [...]}}"#)]
+    NotAnEnvelope,
+}
+
+impl Batch {
+    pub fn from_json(body: &[u8], max: usize) -> Result<Self, BatchError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let batch = deserializer
+            .deserialize_map(BatchVisitor { max })
+            .and_then(|batch| deserializer.end().map(|()| batch));
+        batch.map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => BatchError::NotAnEnvelope,
+            _ => BatchError::Syntax(error.to_string()),
+        })
+    }
+}
+
+struct BatchVisitor {
+    max: usize,
+}
+
+impl<'de> Visitor<'de> for BatchVisitor {
+    type Value = Batch;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(r#"a JSON object {"events": [...]}"#)
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Batch, M::Error> {
+        let (mut events, mut sent_at) = (None, None);
+        while let Some(FieldName(name)) = map.next_key()? {
+            match name.as_ref() {
+                "events" => events = Some(map.next_value_seed(ElementsSeed::new(self.max))?),
+                "sent_at" => sent_at = Some(map.next_value::<Shallow>()?.0),
+                _ => {
+                    map.next_value::<Dropped>()?;
+                }
+            }
+        }
+        let events = events.ok_or_else(|| serde::de::Error::missing_field("events"))?;
+        Ok(Batch { events, sent_at })
     }
 }
 
 /// A key of the body's object, borrowed from the body unless it holds escapes.
-struct FieldName<'de>(std::borrow::Cow<'de, str>);
+pub struct FieldName<'de>(pub std::borrow::Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for FieldName<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct NameVisitor;
-        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+        impl<'de> Visitor<'de> for NameVisitor {
             type Value = FieldName<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a field name")

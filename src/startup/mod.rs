@@ -121,6 +121,10 @@ impl Application {
             writer: writer.as_ref().map(WriterHandle::status),
         };
         let state = Arc::new(App {
+            work: RequestLimits::new(
+                settings.max_concurrent_requests,
+                Duration::from_secs(settings.request_timeout_secs),
+            ),
             ingest: Ingest {
                 catalogue,
                 context,
@@ -131,6 +135,7 @@ impl Application {
             rerank: Arc::new(rerank),
             vitals,
             limits: Limits {
+                pace: settings.body_pace(),
                 max_body_bytes: settings.max_body_bytes,
                 max_batch_body_bytes: settings.max_batch_body_bytes,
                 max_batch_events: MAX_BATCH_EVENTS,
@@ -297,13 +302,8 @@ fn edge(settings: &Settings, health: &Health) -> anyhow::Result<Edge> {
         });
     }
     Ok(Edge {
-        limits: RequestLimits::new(
-            settings.max_concurrent_requests,
-            Duration::from_secs(settings.request_timeout_secs),
-        ),
         access,
         cors_origins: settings.cors_origins.clone(),
-        body_timeout: Duration::from_secs(settings.body_read_timeout_secs),
         demo,
     })
 }

@@ -51,10 +51,7 @@ impl WriterNode {
             node: Node {
                 listener: bind(settings.host, settings.port).await?,
                 router: api::vitals_router(vitals),
-                limits: ConnectionLimits {
-                    header_read_timeout: Duration::from_secs(10),
-                    max_header_bytes: 16 * 1024,
-                },
+                limits: ConnectionLimits::default(),
                 shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
                 handoff,
                 writer: Some(writer),

@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use event_ingest::config::DemoMode;
+use event_ingest::config::{DemoMode, SecretUrl, Settings};
 
-use crate::helpers::{ITEMS, TestApp, eventually, scrape};
+use crate::helpers::{BlackHole, ITEMS, TestApp, eventually, scrape};
 
 fn event() -> Value {
     json!({"user_id": 1, "asin": ITEMS[0].0, "event_type": "view"})
@@ -97,37 +97,140 @@ async fn an_oversized_body_sent_whole_before_reading_gets_the_413_not_a_reset() 
     assert!(answer.starts_with("HTTP/1.1 415"), "{answer:.200}");
 }
 
+/// An app whose Redis takes connections and never answers, with `adjust` applied.
+async fn with_hanging_redis(hole: &BlackHole, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let url = format!("redis://{}", hole.address);
+    TestApp::spawn_with(|s| {
+        s.redis.redis_url = SecretUrl::new(url);
+        adjust(s);
+    })
+    .await
+}
+
+/// A context read, which waits on the hanging Redis (once the breaker a failure opened has
+/// closed again).
+async fn read_context(app: &TestApp) -> reqwest::Response {
+    app.http
+        .get(format!("{}/api/users/1/context", app.address))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_over_the_time_limit_gets_503() {
-    let app = TestApp::spawn_with(|s| {
+async fn work_over_the_time_limit_gets_503() {
+    let hole = BlackHole::start().await;
+    let app = with_hanging_redis(&hole, |s| {
         s.request_timeout_secs = 1;
-        s.body_read_timeout_secs = 30;
+        s.redis_timeout_ms = 5_000;
     })
     .await;
-    let mut stream = start_slow_post(&app).await;
-    let answer = read_to_close(&mut stream).await;
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
-    assert!(answer.contains(r#""code":"timeout""#), "{answer}");
+    eventually("a context read to outlast the request timeout", || async {
+        let response = read_context(&app).await;
+        if response.status() != 503 || response.headers().get("retry-after").is_none() {
+            return false;
+        }
+        let answer: Value = response.json().await.unwrap();
+        answer["error"]["code"] == "timeout"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_concurrency_cap_are_shed_with_503() {
-    let app = TestApp::spawn_with(|s| s.max_concurrent_requests = 1).await;
-    let _holding = start_slow_post(&app).await;
-    eventually("the slow request to hold the only slot", || async {
-        app.post("/api/event", &event()).await.0 == 503
+    let hole = BlackHole::start().await;
+    let app = with_hanging_redis(&hole, |s| {
+        s.max_concurrent_requests = 1;
+        s.redis_timeout_ms = 3_000;
     })
     .await;
-    let response = app.post_json("/api/event", &event()).await;
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer["error"]["code"], "busy");
+    let app = std::sync::Arc::new(app);
+    eventually(
+        "a request shed while a slow one holds the only slot",
+        || {
+            let app = app.clone();
+            async move {
+                let holder = tokio::spawn({
+                    let app = app.clone();
+                    async move { read_context(&app).await.status() }
+                });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                // A request that needs no Redis (its answer is a 422, once it gets a slot), so
+                // that it does not trip the breaker the slow one waits behind.
+                let response = app.post_json("/api/event", &json!({"user_id": 0})).await;
+                let shed = response.status() == 503
+                    && response.headers()["retry-after"] == "1"
+                    && response.json::<Value>().await.unwrap()["error"]["code"] == "busy";
+                let _ = holder.await;
+                shed
+            }
+        },
+    )
+    .await;
     assert_eq!(
         app.get("/health/live").await.0,
         200,
         "health answers however busy the API is"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_gets_408_within_seconds_however_often_it_sends() {
+    let app = TestApp::spawn().await;
+    let mut stream = start_slow_post(&app).await;
+    let started = std::time::Instant::now();
+    // A byte every half second, for as long as the server keeps the connection.
+    let answer = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        loop {
+            tokio::select! {
+                read = stream.read_buf(&mut answer) => {
+                    if read.unwrap_or(0) == 0 { break; }
+                }
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if stream.write_all(b" ").await.is_err() { break; }
+                }
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut by the minimum rate after its first second: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_must_arrive_whole_within_its_deadline_however_fast_it_trickles() {
+    let app = TestApp::spawn_with(|s| {
+        s.body_read_timeout_secs = 2;
+        s.body_min_bytes_per_sec = 0;
+    })
+    .await;
+    let mut stream = start_slow_post(&app).await;
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    loop {
+        tokio::select! {
+            read = stream.read_buf(&mut answer) => {
+                if read.unwrap_or(0) == 0 { break; }
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if stream.write_all(b" ").await.is_err() { break; }
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
     );
 }
 

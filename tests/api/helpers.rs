@@ -410,6 +410,32 @@ impl Drop for Proxy {
     }
 }
 
+/// A server that takes connections and never answers: a dependency that hangs.
+pub struct BlackHole {
+    pub address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        Self { address, task }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The local PostgreSQL server's address.
 pub fn postgres_address() -> SocketAddr {
     "127.0.0.1:5432".parse().unwrap()

@@ -1,6 +1,7 @@
 //! Integration tests: the real service on a free port, against the real Redis and PostgreSQL.
 //! Every test has its own database, Redis key prefix and journal directory.
 
+mod abuse;
 #[cfg(feature = "failpoints")]
 mod components;
 mod compression;

@@ -153,28 +153,42 @@ async fn identify_merges_the_context_and_attributes_the_visitors_rows() {
         again["context"]["recent_categories"],
         json!({"Cell Phones & Accessories": 2, "Books": 1, "Toys & Games": 2})
     );
-    // As another user: nothing is left to merge, and PostgreSQL keeps the first identification.
+    // As another user: the visitor belongs to the first, in Redis as in PostgreSQL.
+    visit(&app, "v-2", BOOK, "click").await;
     let other = json!({"anonymous_id": "v-2", "user_id": 8});
     let (status, answer) = app.post("/api/identify", &other).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["context"]["recent_items"], json!([]));
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "already_identified");
+    let (_, first) = app.get("/api/users/7/context").await;
+    assert_eq!(
+        first["recent_items"][0], BOOK,
+        "merged into the first user: {first}"
+    );
+    let (_, second) = app.get("/api/users/8/context").await;
+    assert_eq!(second["recent_items"], json!([]));
+    // An event after them in the journal: once it is stored, so are they.
+    assert_eq!(app.post_event(9, PHONE, "view").await, 200);
+    eventually("the identifications to be written", || async {
+        let users: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        users == [7, 9]
+    })
+    .await;
     let identities: Vec<(String, i64)> =
         sqlx::query_as("SELECT anonymous_id, user_id FROM visitor_identities")
             .fetch_all(&app.pool)
             .await
             .unwrap();
-    eventually("the repeated identifications to be written", || async {
-        let users: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-        users == [7, 8]
-    })
-    .await;
     assert_eq!(identities, [("v-2".to_owned(), 7)]);
+    wait_until_attributed(&app, 7).await;
     let stored = rows(&app).await;
     assert!(
-        stored.iter().all(|(_, user, _)| *user == Some(7)),
+        stored
+            .iter()
+            .filter(|(_, _, visitor)| visitor.as_deref() == Some("v-2"))
+            .all(|(_, user, _)| *user == Some(7)),
         "{stored:?}"
     );
 }
