@@ -10,7 +10,7 @@ use super::openapi::{BodyErrors, EdgeErrors, RerankRequest};
 use super::users::ActorName;
 use super::{ApiError, AppState, body};
 use crate::event::{
-    Actor, Asin, Dropped, Elements, ElementsSeed, FieldName, InvalidEvent, Item, ObjectFields,
+    Actor, Asin, Dropped, Elements, ElementsSeed, FieldName, Id, InvalidEvent, Item, ObjectFields,
     ParseError, Shallow,
 };
 use crate::rerank::{ContextSummary, MAX_CANDIDATES, RemovedItem, RerankedItem, ScoredItem};
@@ -92,7 +92,7 @@ impl<'de> Deserialize<'de> for RerankFields {
                 let mut fields = RerankFields::default();
                 while let Some(FieldName(name)) = map.next_key()? {
                     match name.as_ref() {
-                        "user_id" => fields.user_id = Some(map.next_value::<Shallow>()?.0),
+                        "user_id" => fields.user_id = Some(map.next_value::<Id>()?.0),
                         "anonymous_id" => {
                             fields.anonymous_id = Some(map.next_value::<Shallow>()?.0);
                         }

@@ -41,10 +41,10 @@ pub struct ContextResponse {
 /// The user's realtime context; an unknown user, or one whose keys expired, gets empty values.
 #[utoipa::path(
     get, path = "/api/users/{user_id}/context", tag = "context",
-    params(("user_id" = i64, Path, minimum = 1, description = "The user")),
+    params(("user_id" = String, Path, pattern = r"^[1-9][0-9]{0,18}$", description = "The user: decimal digits, no sign or leading zero (`42`), from 1 to 9223372036854775807")),
     responses(
         (status = 200, description = "The user's keys", body = ContextResponse),
-        (status = 422, description = "The user id is not a positive 64-bit integer", body = ErrorBody),
+        (status = 422, description = "The user id is not a positive 64-bit integer written in plain digits", body = ErrorBody),
         EdgeErrors
     ),
     security((), ("api_key" = []))

@@ -45,7 +45,7 @@ impl Metadata {
     /// The metadata of a request, from the text of its `metadata` field as the client wrote it
     /// (valid JSON, without whitespace around it); `null` is none.
     pub(super) fn from_raw(
-        raw: Option<&RawValue>,
+        raw: Option<Box<RawValue>>,
         limits: &MetadataLimits,
     ) -> Result<Option<Self>, InvalidEvent> {
         let Some(raw) = raw else { return Ok(None) };
@@ -72,7 +72,7 @@ impl Metadata {
             )));
         }
         let compact = match compact {
-            None => raw.to_owned(),
+            None => raw,
             Some(text) => {
                 RawValue::from_string(text).expect("valid JSON stays valid without its whitespace")
             }

@@ -23,7 +23,7 @@ pub use values::{
     UserId,
 };
 pub use wire::{Batch, BatchError, BatchItem, Elements, EventFields, ParseError};
-pub(crate) use wire::{Dropped, ElementsSeed, FieldName, Item, ObjectFields, Shallow};
+pub(crate) use wire::{Dropped, ElementsSeed, FieldName, Id, Item, ObjectFields, Shallow};
 
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ impl Event {
         arrival: Arrival,
     ) -> Result<Self, ParseError> {
         let fields: EventFields = serde_json::from_slice(body).map_err(ParseError::from)?;
-        Ok(Self::from_fields(&fields, rules, arrival)?)
+        Ok(Self::from_fields(fields, rules, arrival)?)
     }
 
     /// Builds an event from an element of a batch, as read from the body.
@@ -91,7 +91,7 @@ impl Event {
         arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
         let kind = match item {
-            Item::Object(fields) => return Self::from_fields(&fields, rules, arrival),
+            Item::Object(fields) => return Self::from_fields(fields, rules, arrival),
             Item::Other(kind) => kind,
         };
         Err(InvalidEvent::invalid(
@@ -107,19 +107,21 @@ impl Event {
         rules: &EventRules,
         arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
-        let item = BatchItem::deserialize(value).expect("any JSON value is read");
+        // Read from its text, as a body is: the parser reads ids and metadata in place.
+        let text = value.to_string();
+        let item: BatchItem = serde_json::from_str(&text).expect("any JSON value is read");
         Self::from_item(item, rules, arrival)
     }
 
     fn from_fields(
-        fields: &EventFields,
+        fields: EventFields,
         rules: &EventRules,
         arrival: Arrival,
     ) -> Result<Self, InvalidEvent> {
         let actor = Actor::from_fields(fields.user_id.as_ref(), fields.anonymous_id.as_ref())?;
         let asin = Asin::from_json(fields.asin.as_ref())?;
         let event_type = EventType::from_json(fields.event_type.as_ref())?;
-        let metadata = Metadata::from_raw(fields.metadata.as_deref(), &rules.metadata)?;
+        let metadata = Metadata::from_raw(fields.metadata, &rules.metadata)?;
         let received_at = arrival.received_at;
         let (event_id, client_event_id) = match &fields.event_id {
             None | Some(Value::Null) => (new_event_id(received_at), false),

@@ -62,15 +62,13 @@ impl UserId {
     fn rule() -> InvalidEvent {
         InvalidEvent::invalid(
             "user_id",
-            format!(
-                "user_id must be an integer from 1 to {}, written without a fraction or an exponent",
-                i64::MAX
-            ),
+            format!("user_id must be an integer from 1 to {}", i64::MAX),
         )
     }
 
-    /// A JSON integer, exactly: `12345678901234567.5` or `1e3` is not rounded into an id, it is
-    /// refused (the JSON parser gives either as a float).
+    /// An exact integer: the request parser reads an id from the number's text
+    /// ([`super::wire::Id`]), so that `42.0` is 42 and `12345678901234567.5` a float, refused,
+    /// never rounded into another user's id.
     pub(crate) fn from_json(value: Option<&Value>) -> Result<Self, InvalidEvent> {
         match value {
             None | Some(Value::Null) => Err(InvalidEvent::missing("user_id")),
@@ -86,7 +84,7 @@ impl UserId {
 impl std::str::FromStr for UserId {
     type Err = InvalidEvent;
     /// As in a URL path: decimal digits, without a sign or a leading zero (`+5`, `05` and
-    /// `1e3` name no user).
+    /// `1e3` name no user: a path names a user one way only).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let canonical = text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
         canonical
@@ -268,8 +266,11 @@ impl Asin {
         // Format characters (Unicode's Cf: U+202E turns text right to left, U+200B is a space
         // of no width, U+00AD a soft hyphen, U+FEFF a byte-order mark) are invisible, and
         // would make two ids that look alike, or a log line that reads backwards.
+        // An ASCII character is never a format character: the table is searched for the others.
         if asin.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || c.general_category() == GeneralCategory::Format
+            c.is_whitespace()
+                || c.is_control()
+                || (!c.is_ascii() && c.general_category() == GeneralCategory::Format)
         }) {
             return Err(InvalidEvent::invalid(
                 "asin",

@@ -38,7 +38,6 @@ impl EventFields {
     /// do not have.
     fn slot(&mut self, name: &str) -> Option<&mut Option<Value>> {
         Some(match name {
-            "user_id" => &mut self.user_id,
             "anonymous_id" => &mut self.anonymous_id,
             "asin" => &mut self.asin,
             "event_type" => &mut self.event_type,
@@ -75,6 +74,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         while let Some(FieldName(name)) = map.next_key()? {
             if name == "metadata" {
                 fields.metadata = Some(map.next_value()?);
+            } else if name == "user_id" {
+                fields.user_id = Some(map.next_value::<Id>()?.0);
             } else if let Some(slot) = fields.slot(&name) {
                 *slot = Some(map.next_value::<Shallow>()?.0);
             } else {
@@ -198,6 +199,63 @@ impl<'de> Visitor<'de> for ShallowVisitor {
         while map.next_entry::<Dropped, Dropped>()?.is_some() {}
         Ok(Value::Object(Map::new()))
     }
+}
+
+/// An id field's value, read from the number's text so that it is exact: a number that is an
+/// integer (`42`, `42.0`, `4.2e1`, `9007199254740993.0`) is that integer, whatever a float
+/// would round it to; any other number (`12345678901234567.5`, one beyond 64 bits) is a float,
+/// which no id is; any other value as [`Shallow`] keeps it. Needs a body read in place (the
+/// request parser's `from_slice`).
+pub struct Id(pub Value);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        Ok(Id(match text.as_bytes().first() {
+            Some(b'-' | b'0'..=b'9') => exact_integer(text).map_or(Value::from(0.5), Value::from),
+            _ => serde_json::from_str::<Shallow>(text).map_or(Value::Null, |shallow| shallow.0),
+        }))
+    }
+}
+
+/// The integer a JSON number's text denotes exactly, if it is one that fits 64 bits.
+pub fn exact_integer(text: &str) -> Option<i64> {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
+    // Where the decimal point falls in `digits`, once the leading zeros are gone.
+    let zeros = digits.iter().take_while(|d| **d == b'0').count();
+    let digits = &digits[zeros..];
+    if digits.is_empty() {
+        return Some(0);
+    }
+    let point = (whole.len() as i64 - zeros as i64).checked_add(exponent)?;
+    if point <= 0 || point > 19 {
+        return None;
+    }
+    let point = point as usize;
+    let (integer, rest) = digits.split_at(point.min(digits.len()));
+    if rest.iter().any(|d| *d != b'0') {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for digit in integer
+        .iter()
+        .chain(std::iter::repeat_n(&b'0', point - integer.len()))
+    {
+        value = value
+            .checked_mul(10)?
+            .checked_add(i64::from(digit - b'0'))?;
+    }
+    Some(if negative { -value } else { value })
 }
 
 /// What a JSON value is, for an error that names it.

@@ -300,7 +300,12 @@ async fn wrong_keys_spend_the_addresss_rate_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_are_kept_exactly_or_refused() {
     let app = TestApp::spawn().await;
-    for user_id in ["12345678901234567.5", "9007199254740993.0", "1e3", "42.0"] {
+    for user_id in [
+        "12345678901234567.5",
+        "1e-3",
+        "9223372036854775808.0",
+        "\"42\"",
+    ] {
         let body = format!(
             r#"{{"user_id": {user_id}, "asin": "{}", "event_type": "view"}}"#,
             ITEMS[0].0
@@ -320,8 +325,9 @@ async fn numbers_are_kept_exactly_or_refused() {
             "{path}"
         );
     }
+    // An integer however it is written, exactly: a float would make ...992 of this one.
     let body = format!(
-        r#"{{"user_id": 1, "asin": "{}", "event_type": "view", "metadata": {{"big": 123456789012345678901234567890, "tiny": 1e-400, "price": 19.90}}}}"#,
+        r#"{{"user_id": 9007199254740993.0, "asin": "{}", "event_type": "view", "metadata": {{"big": 123456789012345678901234567890, "tiny": 1e-400, "price": 19.90}}}}"#,
         ITEMS[0].0
     );
     let response = app
@@ -329,12 +335,13 @@ async fn numbers_are_kept_exactly_or_refused() {
         .await;
     assert_eq!(response.status(), 200);
     app.wait_for_rows(1).await;
-    let (big, tiny, price): (String, String, String) = sqlx::query_as(
-        "SELECT (metadata->'big')::text, (metadata->'tiny')::text, (metadata->'price')::text FROM interaction_logs",
+    let (user_id, big, tiny, price): (i64, String, String, String) = sqlx::query_as(
+        "SELECT user_id, (metadata->'big')::text, (metadata->'tiny')::text, (metadata->'price')::text FROM interaction_logs",
     )
     .fetch_one(&app.pool)
     .await
     .unwrap();
+    assert_eq!(user_id, 9_007_199_254_740_993);
     assert_eq!(big, "123456789012345678901234567890");
     assert_eq!(tiny, format!("0.{}1", "0".repeat(399)));
     assert_eq!(price, "19.90");
