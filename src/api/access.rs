@@ -24,6 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use super::limits::RequestLimits;
 use crate::telemetry::Throttle;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -292,12 +293,14 @@ fn over_limit<K: std::hash::Hash + Eq + Clone>(
         .map_or(Ok(()), |limiter| limiter.check(key))
 }
 
-/// What guards every `/api` route: the API keys and rate limits. One layer, not one for each:
-/// each layer inside a router is a boxed service, which is cloned for every request with the
-/// layers inside it. (The request limits count work, not waiting for a body: the handlers take
-/// them, [`super::limits`].)
+/// What guards every `/api` route: the request timeout, and within it the API keys and rate
+/// limits. One layer, not one for each: each layer inside a router is a boxed service, which is
+/// cloned for every request with the layers inside it. (The cap of requests at once counts work,
+/// not waiting for a body: the handlers take their place once the body is read,
+/// [`super::limits`].)
 #[derive(Clone)]
 pub struct ApiGuard {
+    pub limits: RequestLimits,
     pub access: Arc<AccessControl>,
     /// What the guarded routes ask of a key.
     pub needs: Scope,
@@ -314,7 +317,7 @@ pub async fn guard(
     match guard.access.admit(request.headers(), peer, guard.needs) {
         Ok(scope) => {
             request.extensions_mut().insert(scope);
-            next.run(request).await
+            guard.limits.within_time(next.run(request)).await
         }
         Err(error) => error.into_response(),
     }

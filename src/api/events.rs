@@ -34,20 +34,17 @@ pub async fn log_event(
     request: Request,
 ) -> Result<Json<EventLogged>, ApiError> {
     let body = body::read_json(request, app.limits.max_body_bytes, app.limits.pace).await?;
-    app.work
-        .run(async {
-            let event = match Event::from_json(&body, &app.limits.events, Arrival::now()) {
-                Ok(event) => event,
-                Err(ParseError::Invalid(invalid)) => return Err(rejected_event(invalid.into())),
-                Err(error) => return Err(error.into()),
-            };
-            let outcome = app.ingest.accept(std::slice::from_ref(&event)).await?;
-            if let Some(Err(refusal)) = outcome.into_iter().next() {
-                return Err(rejected_event(refusal.into()));
-            }
-            Ok(Json(logged(event.event_type)))
-        })
-        .await
+    let _work = app.work.admit()?;
+    let event = match Event::from_json(&body, &app.limits.events, Arrival::now()) {
+        Ok(event) => event,
+        Err(ParseError::Invalid(invalid)) => return Err(rejected_event(invalid.into())),
+        Err(error) => return Err(error.into()),
+    };
+    let outcome = app.ingest.accept(std::slice::from_ref(&event)).await?;
+    if let Some(Err(refusal)) = outcome.into_iter().next() {
+        return Err(rejected_event(refusal.into()));
+    }
+    Ok(Json(logged(event.event_type)))
 }
 
 /// Counts an event rejected for its content (`events_rejected_total`), in either endpoint.
@@ -102,68 +99,65 @@ pub async fn log_events(
     request: Request,
 ) -> Result<Json<BatchLogged>, ApiError> {
     let body = body::read_json(request, app.limits.max_batch_body_bytes, app.limits.pace).await?;
-    app.work
-        .run(async {
-            let max = app.limits.max_batch_events;
-            let request = Batch::from_json(&body, max).map_err(|error| match error {
-                BatchError::Syntax(message) => ApiError::InvalidJson(message),
-                BatchError::NotAnEnvelope => ApiError::InvalidBody(error.to_string()),
-            })?;
-            let items = match request.events {
-                Elements::Items(items) if !items.is_empty() => items,
-                Elements::Items(_) | Elements::TooMany => {
-                    return Err(ApiError::InvalidBody(format!(
-                        "events must hold 1 to {max} events"
-                    )));
-                }
-                Elements::Not(_) => {
-                    return Err(ApiError::InvalidBody(
-                        "events must be an array of events".to_owned(),
-                    ));
-                }
-            };
+    let _work = app.work.admit()?;
+    let max = app.limits.max_batch_events;
+    let request = Batch::from_json(&body, max).map_err(|error| match error {
+        BatchError::Syntax(message) => ApiError::InvalidJson(message),
+        BatchError::NotAnEnvelope => ApiError::InvalidBody(error.to_string()),
+    })?;
+    let items = match request.events {
+        Elements::Items(items) if !items.is_empty() => items,
+        Elements::Items(_) | Elements::TooMany => {
+            return Err(ApiError::InvalidBody(format!(
+                "events must hold 1 to {max} events"
+            )));
+        }
+        Elements::Not(_) => {
+            return Err(ApiError::InvalidBody(
+                "events must be an array of events".to_owned(),
+            ));
+        }
+    };
 
-            let arrival = Arrival {
-                sent_at: optional_time("sent_at", request.sent_at.as_ref())?,
-                ..Arrival::now()
-            };
-            let mut results: Vec<EventResult> = Vec::with_capacity(items.len());
-            let mut events = Vec::with_capacity(items.len());
-            let mut positions = Vec::with_capacity(items.len());
-            for (index, item) in items.into_iter().enumerate() {
-                match Event::from_item(item, &app.limits.events, arrival) {
-                    Ok(event) => {
-                        positions.push(index);
-                        events.push(event);
-                    }
-                    Err(invalid) => results.push(rejected(index, ApiError::from(invalid))),
-                }
+    let arrival = Arrival {
+        sent_at: optional_time("sent_at", request.sent_at.as_ref())?,
+        ..Arrival::now()
+    };
+    let mut results: Vec<EventResult> = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match Event::from_item(item, &app.limits.events, arrival) {
+            Ok(event) => {
+                positions.push(index);
+                events.push(event);
             }
-            let outcomes = app.ingest.accept(&events).await?;
-            for ((index, event), outcome) in positions.into_iter().zip(&events).zip(outcomes) {
-                results.push(match outcome {
-                    Ok(()) => EventResult {
-                        index,
-                        status: EventStatus::Accepted,
-                        event_id: Some(event.event_id),
-                        error: None,
-                    },
-                    Err(refusal) => rejected(index, refusal.into()),
-                });
-            }
-            results.sort_by_key(|r| r.index);
-            let accepted = results
-                .iter()
-                .filter(|r| r.status == EventStatus::Accepted)
-                .count();
-            Ok(Json(BatchLogged {
-                success: true,
-                accepted,
-                rejected: results.len() - accepted,
-                results,
-            }))
-        })
-        .await
+            Err(invalid) => results.push(rejected(index, ApiError::from(invalid))),
+        }
+    }
+    let outcomes = app.ingest.accept(&events).await?;
+    for ((index, event), outcome) in positions.into_iter().zip(&events).zip(outcomes) {
+        results.push(match outcome {
+            Ok(()) => EventResult {
+                index,
+                status: EventStatus::Accepted,
+                event_id: Some(event.event_id),
+                error: None,
+            },
+            Err(refusal) => rejected(index, refusal.into()),
+        });
+    }
+    results.sort_by_key(|r| r.index);
+    let accepted = results
+        .iter()
+        .filter(|r| r.status == EventStatus::Accepted)
+        .count();
+    Ok(Json(BatchLogged {
+        success: true,
+        accepted,
+        rejected: results.len() - accepted,
+        results,
+    }))
 }
 
 fn rejected(index: usize, error: ApiError) -> EventResult {

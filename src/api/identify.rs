@@ -47,26 +47,23 @@ pub async fn identify(
 ) -> Result<Json<Identified>, ApiError> {
     let may_read = request.extensions().get::<Scope>() == Some(&Scope::Read);
     let body = body::read_json(request, app.limits.max_body_bytes, app.limits.pace).await?;
-    app.work
-        .run(async {
-            let identity = Identity::from_json(&body, chrono::Utc::now())?;
-            let merged = app.ingest.identify(&identity).await.map_err(|error| {
-                match error {
-                    IdentifyError::Handoff(error) => ApiError::from(error),
-                    IdentifyError::Context(cause) => {
-                        tracing::warn!(error = %cause, anonymous_id = %identity.anonymous_id, user_id = %identity.user_id, "could not merge the visitor's context");
-                        ApiError::ContextUnavailable
-                    }
-                }
-            })?;
-            if merged.owner != identity.user_id {
-                return Err(ApiError::AlreadyIdentified);
+    let _work = app.work.admit()?;
+    let identity = Identity::from_json(&body, chrono::Utc::now())?;
+    let merged = app.ingest.identify(&identity).await.map_err(|error| {
+        match error {
+            IdentifyError::Handoff(error) => ApiError::from(error),
+            IdentifyError::Context(cause) => {
+                tracing::warn!(error = %cause, anonymous_id = %identity.anonymous_id, user_id = %identity.user_id, "could not merge the visitor's context");
+                ApiError::ContextUnavailable
             }
-            Ok(Json(Identified {
-                user_id: identity.user_id,
-                anonymous_id: identity.anonymous_id,
-                context: may_read.then_some(merged.context),
-            }))
-        })
-        .await
+        }
+    })?;
+    if merged.owner != identity.user_id {
+        return Err(ApiError::AlreadyIdentified);
+    }
+    Ok(Json(Identified {
+        user_id: identity.user_id,
+        anonymous_id: identity.anonymous_id,
+        context: may_read.then_some(merged.context),
+    }))
 }

@@ -1,9 +1,10 @@
-//! Request-level limits: how many requests may be worked on at once, and for how long.
+//! Request-level limits: how many requests may be worked on at once, and how long one may take.
 //!
-//! Both count work only, not waiting for a client: a handler reads its body first (under the
-//! body's own deadline and minimum rate, [`super::body`]), then does its work through
-//! [`RequestLimits::run`]. So a thousand clients trickling their bodies hold no place of the cap,
-//! and cannot shut out the requests that are ready.
+//! The cap counts work only, not waiting for a client: a handler reads its body first (under the
+//! body's own deadline and minimum rate, [`super::body`]), then takes its place
+//! ([`RequestLimits::admit`]). So a thousand clients trickling their bodies hold no place, and
+//! cannot shut out the requests that are ready. The timeout covers the whole request; the
+//! body's deadline is shorter (checked at start-up), so a slow body is a 408, not a 503.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::ApiError;
 
@@ -29,30 +30,31 @@ impl RequestLimits {
         }
     }
 
-    /// Does `work` within the limits: refused at once (503 `busy`, `Retry-After`) when the cap
-    /// of requests being worked on is reached, and 503 `timeout` when it takes longer than the
-    /// timeout; both are safe to retry.
-    pub async fn run<T>(
-        &self,
-        work: impl Future<Output = Result<T, ApiError>>,
-    ) -> Result<T, ApiError> {
-        let Ok(_permit) = self.permits.try_acquire() else {
-            return Err(ApiError::Busy);
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or(Err(ApiError::Timeout(self.timeout)))
+    /// A place among the requests worked on at once, held until dropped; 503 `busy` (with
+    /// `Retry-After`) at once when none is free. Safe to retry.
+    pub fn admit(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        self.permits.try_acquire().map_err(|_| ApiError::Busy)
+    }
+
+    /// Answers with `request`, or with 503 `timeout` when it takes longer than the timeout. Safe
+    /// to retry.
+    pub async fn within_time(&self, request: impl Future<Output = Response>) -> Response {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(response) => response,
+            Err(_) => ApiError::Timeout(self.timeout).into_response(),
+        }
     }
 }
 
-/// [`RequestLimits::run`] around a whole request, for routes that read no body (the demo's).
+/// A place and the timeout around a whole request, for routes that read no body (the demo's).
 pub async fn enforce(
     State(limits): State<RequestLimits>,
     request: Request,
     next: Next,
 ) -> Response {
-    limits
-        .run(async { Ok(next.run(request).await) })
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let _work = match limits.admit() {
+        Ok(permit) => permit,
+        Err(error) => return error.into_response(),
+    };
+    limits.within_time(next.run(request)).await
 }

@@ -102,6 +102,7 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
     let guarded = |needs| {
         middleware::from_fn_with_state(
             ApiGuard {
+                limits: state.work.clone(),
                 access: edge.access.clone(),
                 needs,
             },

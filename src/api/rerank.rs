@@ -39,21 +39,17 @@ pub async fn rerank(
     request: Request,
 ) -> Result<Json<RerankResponse>, ApiError> {
     let body = body::read_json(request, app.limits.max_batch_body_bytes, app.limits.pace).await?;
-    app.work
-        .run(async {
-            let request = RerankFields::from_json(&body)?;
-            let actor =
-                Actor::from_fields(request.user_id.as_ref(), request.anonymous_id.as_ref())?;
-            let items = parse_items(request.items)?;
-            let reranked = app.rerank.rerank_items(&actor, items).await;
-            Ok(Json(RerankResponse {
-                actor: ActorName::from(&actor),
-                items: reranked.ranking.items,
-                removed: reranked.ranking.removed,
-                context: reranked.context,
-            }))
-        })
-        .await
+    let _work = app.work.admit()?;
+    let request = RerankFields::from_json(&body)?;
+    let actor = Actor::from_fields(request.user_id.as_ref(), request.anonymous_id.as_ref())?;
+    let items = parse_items(request.items)?;
+    let reranked = app.rerank.rerank_items(&actor, items).await;
+    Ok(Json(RerankResponse {
+        actor: ActorName::from(&actor),
+        items: reranked.ranking.items,
+        removed: reranked.ranking.removed,
+        context: reranked.context,
+    }))
 }
 
 type Candidates = Elements<Item<CandidateFields>>;

@@ -84,16 +84,13 @@ fn segment(path: Result<Path<String>, PathRejection>) -> String {
 }
 
 async fn load(app: &AppState, actor: Actor) -> Result<Json<ContextResponse>, ApiError> {
-    app.work
-        .run(async {
-            let context = app.ingest.context.load(&actor).await.map_err(|error| {
-                tracing::warn!(%error, %actor, "could not read the context");
-                ApiError::ContextUnavailable
-            })?;
-            Ok(Json(ContextResponse {
-                actor: ActorName::from(&actor),
-                context,
-            }))
-        })
-        .await
+    let _work = app.work.admit()?;
+    let context = app.ingest.context.load(&actor).await.map_err(|error| {
+        tracing::warn!(%error, %actor, "could not read the context");
+        ApiError::ContextUnavailable
+    })?;
+    Ok(Json(ContextResponse {
+        actor: ActorName::from(&actor),
+        context,
+    }))
 }

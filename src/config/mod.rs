@@ -239,8 +239,8 @@ pub struct Settings {
     #[arg(long, env = "BODY_MIN_BYTES_PER_SEC", default_value_t = 1024)]
     pub body_min_bytes_per_sec: u64,
 
-    /// Work on a request (once its body is read) not done within this gets 503 (retryable:
-    /// event ids make it safe).
+    /// A request not answered within this, its body included, gets 503 (retryable: event ids
+    /// make it safe). Longer than --body-read-timeout-secs.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
 

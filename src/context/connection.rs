@@ -42,8 +42,11 @@ impl Backend {
     pub(super) fn new(url: &SecretUrl, cluster: bool, timeout: Duration) -> RedisResult<Self> {
         if !cluster {
             let client = redis::Client::open(url.expose())?;
+            // The client's own response timeout (500 ms by default) would cut short a longer
+            // --redis-timeout-ms; the service's deadline is the one that counts.
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(timeout.max(Duration::from_millis(100))))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(200));
             let manager = ConnectionManager::new_lazy_with_config(client, config)?;

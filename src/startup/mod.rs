@@ -58,6 +58,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         telemetry::metrics_handle();
         tracing::info!(?settings, "starting");
+        if settings.body_read_timeout_secs >= settings.request_timeout_secs {
+            anyhow::bail!(
+                "--body-read-timeout-secs ({}) must be shorter than --request-timeout-secs ({}): the request's timeout covers its body too, and a slow body is to be answered 408, not 503",
+                settings.body_read_timeout_secs,
+                settings.request_timeout_secs
+            );
+        }
         if settings.writer_mode == WriterMode::Off && settings.handoff == HandoffKind::Journal {
             anyhow::bail!(
                 "--writer off needs --handoff jetstream: a node's journal is written by that node's own writer"

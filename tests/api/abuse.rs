@@ -181,6 +181,7 @@ async fn a_thousand_trickling_clients_hold_no_place_of_the_cap() {
     let app = TestApp::spawn_with(|s| {
         s.body_min_bytes_per_sec = 0;
         s.body_read_timeout_secs = 60;
+        s.request_timeout_secs = 120;
         s.max_connections_per_address = 0;
     })
     .await;
@@ -208,6 +209,7 @@ async fn one_address_may_hold_only_so_many_connections_and_others_still_get_in()
     let app = TestApp::spawn_with(|s| {
         s.body_min_bytes_per_sec = 0;
         s.body_read_timeout_secs = 60;
+        s.request_timeout_secs = 120;
         s.max_connections_per_address = 100;
     })
     .await;

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 use event_ingest::config::{DemoMode, SecretUrl, Settings};
 
-use crate::helpers::{BlackHole, ITEMS, TestApp, eventually, scrape};
+use crate::helpers::{ITEMS, RedisServer, TestApp, scrape};
 
 fn event() -> Value {
     json!({"user_id": 1, "asin": ITEMS[0].0, "event_type": "view"})
@@ -97,18 +97,19 @@ async fn an_oversized_body_sent_whole_before_reading_gets_the_413_not_a_reset() 
     assert!(answer.starts_with("HTTP/1.1 415"), "{answer:.200}");
 }
 
-/// An app whose Redis takes connections and never answers, with `adjust` applied.
-async fn with_hanging_redis(hole: &BlackHole, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let url = format!("redis://{}", hole.address);
-    TestApp::spawn_with(|s| {
+/// An app on a Redis of its own, with `adjust` applied.
+async fn with_own_redis(adjust: impl FnOnce(&mut Settings)) -> (TestApp, RedisServer) {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = TestApp::spawn_with(|s| {
         s.redis.redis_url = SecretUrl::new(url);
         adjust(s);
     })
-    .await
+    .await;
+    (app, redis)
 }
 
-/// A context read, which waits on the hanging Redis (once the breaker a failure opened has
-/// closed again).
+/// A context read: it waits while Redis is paused.
 async fn read_context(app: &TestApp) -> reqwest::Response {
     app.http
         .get(format!("{}/api/users/1/context", app.address))
@@ -119,54 +120,52 @@ async fn read_context(app: &TestApp) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_over_the_time_limit_gets_503() {
-    let hole = BlackHole::start().await;
-    let app = with_hanging_redis(&hole, |s| {
-        s.request_timeout_secs = 1;
-        s.redis_timeout_ms = 5_000;
+    let (app, redis) = with_own_redis(|s| {
+        s.request_timeout_secs = 2;
+        s.body_read_timeout_secs = 1;
+        s.redis_timeout_ms = 10_000;
     })
     .await;
-    eventually("a context read to outlast the request timeout", || async {
-        let response = read_context(&app).await;
-        if response.status() != 503 || response.headers().get("retry-after").is_none() {
-            return false;
-        }
-        let answer: Value = response.json().await.unwrap();
-        answer["error"]["code"] == "timeout"
-    })
-    .await;
+    redis.pause(5_000).await;
+    let started = std::time::Instant::now();
+    let response = read_context(&app).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "timeout", "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_concurrency_cap_are_shed_with_503() {
-    let hole = BlackHole::start().await;
-    let app = with_hanging_redis(&hole, |s| {
+    let (app, redis) = with_own_redis(|s| {
         s.max_concurrent_requests = 1;
-        s.redis_timeout_ms = 3_000;
+        s.redis_timeout_ms = 10_000;
     })
     .await;
     let app = std::sync::Arc::new(app);
-    eventually(
-        "a request shed while a slow one holds the only slot",
-        || {
-            let app = app.clone();
-            async move {
-                let holder = tokio::spawn({
-                    let app = app.clone();
-                    async move { read_context(&app).await.status() }
-                });
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                // A request that needs no Redis (its answer is a 422, once it gets a slot), so
-                // that it does not trip the breaker the slow one waits behind.
-                let response = app.post_json("/api/event", &json!({"user_id": 0})).await;
-                let shed = response.status() == 503
-                    && response.headers()["retry-after"] == "1"
-                    && response.json::<Value>().await.unwrap()["error"]["code"] == "busy";
-                let _ = holder.await;
-                shed
-            }
-        },
-    )
-    .await;
+    redis.pause(3_000).await;
+    let holder = tokio::spawn({
+        let app = app.clone();
+        async move { read_context(&app).await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A request that needs no Redis: a 422, once it gets a place.
+    let response = app.post_json("/api/event", &json!({"user_id": 0})).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "busy");
+    assert_eq!(
+        holder.await.unwrap(),
+        200,
+        "the slow one is answered once Redis is"
+    );
+    assert_eq!(app.post("/api/event", &json!({"user_id": 0})).await.0, 422);
     assert_eq!(
         app.get("/health/live").await.0,
         200,

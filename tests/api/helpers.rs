@@ -360,8 +360,7 @@ impl Proxy {
         let cut = Arc::new(AtomicBool::new(false));
         let cut_now = Arc::new(Notify::new());
         let task = tokio::spawn({
-            let cut = cut.clone();
-            let cut_now = cut_now.clone();
+            let (cut, cut_now) = (cut.clone(), cut_now.clone());
             async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
@@ -410,29 +409,55 @@ impl Drop for Proxy {
     }
 }
 
-/// A server that takes connections and never answers: a dependency that hangs.
-pub struct BlackHole {
-    pub address: SocketAddr,
-    task: JoinHandle<()>,
+/// A `redis-server` of the test's own, on a free port, keeping nothing; killed when dropped. For
+/// faults that would disturb the shared one (`CLIENT PAUSE`).
+pub struct RedisServer {
+    pub port: u16,
+    process: std::process::Child,
 }
 
-impl BlackHole {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                held.push(stream);
-            }
-        });
-        Self { address, task }
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, process }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Holds every client's commands for `millis`: Redis answers, late.
+    pub async fn pause(&self, millis: u64) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(millis)
+            .arg("ALL")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
     }
 }
 
-impl Drop for BlackHole {
+impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.task.abort();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
