@@ -204,6 +204,10 @@ fn describe_metrics() {
         "Events PostgreSQL refused for their content, set aside in the journal's quarantine"
     );
     describe_gauge!("connections_open", "Open client connections");
+    describe_gauge!(
+        "dependency_up",
+        "1 while a dependency answers (postgres, redis) or the hand-off takes events (handoff), 0 otherwise; asked every 5 s"
+    );
     describe_counter!(
         "connections_refused_total",
         "Connections closed at once for want of a seat: the cap of open connections in all (reason total) or from one client address (per_address)"
@@ -248,6 +252,19 @@ fn describe_metrics() {
     ] {
         counter!(name).increment(0);
     }
+}
+
+/// An error and its causes, one after another (`outer: inner: innermost`): for a log field or
+/// a status body, where the chain would otherwise stop at the outermost message.
+pub fn chain(error: impl std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Milliseconds on a monotonic clock (Tokio's, so that tests can pause and advance it): what

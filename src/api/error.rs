@@ -266,7 +266,7 @@ impl From<Refusal> for ApiError {
 impl From<HandoffError> for ApiError {
     fn from(error: HandoffError) -> Self {
         match error {
-            HandoffError::Full(_) => ApiError::Overloaded,
+            HandoffError::Full { .. } => ApiError::Overloaded,
             error => {
                 static WARNING: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
                 if let Some(suppressed) = WARNING.allow() {

@@ -48,17 +48,17 @@ pub async fn live(State(vitals): State<Vitals>) -> (StatusCode, Json<Liveness>) 
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ready` when PostgreSQL, Redis and the hand-off all answer and every background component
-    /// runs; `degraded` when one does not answer (with the journal, events are still accepted
-    /// while PostgreSQL or Redis is down, as long as the journal has room; with JetStream, while
-    /// PostgreSQL or Redis is down, not while NATS is); `dead` when a component died.
+    /// `ready`: this node takes events and every dependency answers. `degraded`: it takes
+    /// events, but PostgreSQL or Redis does not answer (events wait in the hand-off; the
+    /// context is skipped). `not_ready`: it cannot take events now (the journal full or
+    /// failing, NATS unreachable). `dead`: a background component died.
     pub status: &'static str,
     pub postgres: Check,
     /// On an API node; a writer on its own has no Redis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<Check>,
     pub handoff: HandoffState,
-    /// The background components: `journal-appender`, `writer`, `redis-context`.
+    /// The background components: `journal-appender`, `writer`, `redis-context`, ...
     #[schema(value_type = BTreeMap<String, ComponentState>)]
     pub components: BTreeMap<&'static str, ComponentState>,
 }
@@ -71,25 +71,38 @@ pub struct Check {
     pub error: Option<String>,
 }
 
-/// 200 when PostgreSQL and Redis answer and every component runs, 503 otherwise; the body says
-/// which is down.
+/// 200 while this node can take events: its hand-off is writable and not full (on a writer
+/// node: NATS answers) and every background component runs; the body says `degraded` when
+/// PostgreSQL or Redis does not answer, which the hand-off rides out. 503 when it cannot take
+/// events, or a component died. For a load balancer's or an orchestrator's readiness probe: a
+/// PostgreSQL outage keeps every node in rotation.
 #[utoipa::path(get, path = "/health/ready", tag = "health", responses(
-    (status = 200, description = "PostgreSQL and Redis answer; every component runs", body = Readiness),
-    (status = 503, description = "PostgreSQL or Redis does not answer (events are still accepted), or a component died", body = Readiness),
+    (status = 200, description = "Taking events (`ready`, or `degraded` with PostgreSQL or Redis down)", body = Readiness),
+    (status = 503, description = "Not taking events: the journal full or failing, NATS unreachable (`not_ready`), or a component died (`dead`)", body = Readiness),
 ))]
 pub async fn ready(State(vitals): State<Vitals>) -> (StatusCode, Json<Readiness>) {
+    let readiness = probe(&vitals).await;
+    let status = match readiness.status {
+        "ready" | "degraded" => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(readiness))
+}
+
+/// Asks each dependency, and sets `dependency_up{dependency}` from the answers.
+pub async fn probe(vitals: &Vitals) -> Readiness {
     let postgres = check(async {
         let query = sqlx::query("SELECT 1").execute(&vitals.pool);
         match tokio::time::timeout(READY_TIMEOUT, query).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Err(error)) => Err(crate::telemetry::chain(error)),
             Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
         }
     });
     let redis = async {
         match &vitals.context {
             Some(context) => {
-                Some(check(async { context.ping().await.map_err(|e| e.to_string()) }).await)
+                Some(check(async { context.ping().await.map_err(crate::telemetry::chain) }).await)
             }
             None => None,
         }
@@ -101,24 +114,40 @@ pub async fn ready(State(vitals): State<Vitals>) -> (StatusCode, Json<Readiness>
         .any(|state| matches!(state, ComponentState::Dead { .. }));
     let handoff = vitals.handoff.state();
     let redis_ok = redis.as_ref().is_none_or(|redis| redis.ok);
-    let ok = postgres.ok && redis_ok && handoff.is_ok() && !dead;
-    let readiness = Readiness {
-        status: match (dead, ok) {
-            (true, _) => "dead",
-            (false, true) => "ready",
-            (false, false) => "degraded",
+    for (dependency, up) in [
+        ("postgres", postgres.ok),
+        ("redis", redis_ok),
+        ("handoff", handoff.is_ok()),
+    ] {
+        metrics::gauge!("dependency_up", "dependency" => dependency).set(f64::from(u8::from(up)));
+    }
+    Readiness {
+        status: if dead {
+            "dead"
+        } else if !handoff.is_ok() {
+            "not_ready"
+        } else if !(postgres.ok && redis_ok) {
+            "degraded"
+        } else {
+            "ready"
         },
         postgres,
         redis,
         handoff,
         components,
-    };
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(readiness))
+    }
+}
+
+/// How often the dependencies are asked, for `dependency_up`, when nobody asks for readiness.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The background component that keeps `dependency_up` current.
+pub async fn keep_probing(vitals: Vitals) {
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    loop {
+        every.tick().await;
+        probe(&vitals).await;
+    }
 }
 
 async fn check(probe: impl Future<Output = Result<(), String>>) -> Check {

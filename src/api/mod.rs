@@ -200,6 +200,14 @@ fn keep_safe_request_id(mut request: Request<Body>) -> Request<Body> {
     request
 }
 
+/// Keeps `dependency_up{dependency}` current, as a background component: the dependencies are
+/// asked every few seconds, as readiness asks them.
+pub fn watch_dependencies(vitals: &Vitals) {
+    vitals
+        .health
+        .spawn("dependency-probe", health::keep_probing(vitals.clone()));
+}
+
 /// The routes of a writer on its own: health and metrics.
 pub fn vitals_router(vitals: Vitals) -> HttpService {
     HttpService::new(metrics::recorded(

@@ -141,7 +141,7 @@ impl ContextStore {
         // Flat (name, count) and (asin, time) pairs, as HGETALL and WITHSCORES give them.
         type Taken = (Vec<String>, Vec<String>, String, Vec<String>, i64);
         let (items, categories, last_active, purchased, owner): Taken = redis
-            .call("identify", async {
+            .call("identify", self.slot(&visitor), async {
                 let mut connection = redis.backend.connection().await?;
                 take.invoke_async(&mut connection).await
             })
@@ -170,7 +170,7 @@ impl ContextStore {
             merge.arg(&pair[1]).arg(&pair[0]);
         }
         redis
-            .call("identify", async {
+            .call("identify", self.slot(&user), async {
                 let mut connection = redis.backend.connection().await?;
                 merge.invoke_async::<()>(&mut connection).await
             })

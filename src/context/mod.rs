@@ -18,29 +18,31 @@
 //!
 //! Updates are one Lua script call per user at most: one round trip, and no reader ever sees half
 //! an update. The calls of concurrent requests are merged ([`record`]). Every call has a deadline
-//! well under the request's budget, and after a failure of a single Redis, calls skip it for a
-//! second; the caller decides what a failure means (for ingestion: a warning and a 200).
+//! well under the request's budget, and after a failure of a Redis (one master of a cluster),
+//! calls to it skip it for a second ([`breaker`]); the caller decides what a failure means (for
+//! ingestion: a warning and a 200).
 
+mod breaker;
 mod connection;
 mod identify;
 mod record;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::Script;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+pub use breaker::BREAKER_COOLDOWN;
+use breaker::{Breaker, Breakers, slot_of};
 pub use identify::Merged;
 pub use record::RECORD_SCRIPT;
 
 use crate::config::SecretUrl;
 use crate::event::{Actor, Event, EventType};
 use crate::health::Health;
-use crate::telemetry::monotonic_ms;
 use connection::Backend;
 pub use connection::Connection;
 use record::{Job, Prepared};
@@ -235,13 +237,46 @@ impl UserContext {
     }
 }
 
-/// After a failure of a single Redis, calls fail at once for this long, so that an outage costs a
-/// request nothing instead of the timeout; then calls try again. (A cluster's failures are one
-/// node's: the other nodes' users must not be skipped, so there is no breaker there.)
-pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
-
 /// The name, in the health registry, of the task that makes the script calls.
 pub const COMPONENT: &str = "redis-context";
+
+/// The name, in the health registry, of the task that keeps a cluster's slot map.
+pub const SLOT_MAP_COMPONENT: &str = "redis-slot-map";
+
+/// Reads the cluster's slot map (`CLUSTER SLOTS`) every 10 seconds (every second until it is
+/// first read), for the breakers of its masters.
+async fn keep_slot_map(redis: Arc<Redis>) {
+    let Breakers::Cluster(map) = &redis.breakers else {
+        return;
+    };
+    let mut known = false;
+    loop {
+        let read = async {
+            let mut connection = redis.backend.connection().await?;
+            redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<redis::Value>(&mut connection)
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), read).await {
+            Ok(Ok(slots)) => match map.update(&slots) {
+                Ok(masters) => {
+                    if !known {
+                        tracing::info!(masters, "read the Redis Cluster's slot map");
+                    }
+                    known = true;
+                }
+                Err(why) => tracing::warn!(why, "could not read the Redis Cluster's slot map"),
+            },
+            Ok(Err(error)) if !known => {
+                tracing::debug!(%error, "the Redis Cluster's slot map is not read yet");
+            }
+            _ => {}
+        }
+        let every = if known { 10 } else { 1 };
+        tokio::time::sleep(Duration::from_secs(every)).await;
+    }
+}
 
 /// One event to record, with the category the catalogue gave it (if any).
 pub struct ContextUpdate<'a> {
@@ -261,26 +296,7 @@ struct Redis {
     backend: Backend,
     config: ContextConfig,
     script: Script,
-    breaker: Breaker,
-}
-
-/// After a failure, calls fail at once for [`BREAKER_COOLDOWN`]. Measured on the monotonic clock:
-/// a wall clock stepped back must not keep Redis skipped.
-#[derive(Default)]
-struct Breaker {
-    /// Until when ([`monotonic_ms`]) calls fail without trying.
-    open_until_ms: AtomicU64,
-}
-
-impl Breaker {
-    fn is_open(&self) -> bool {
-        monotonic_ms() < self.open_until_ms.load(Ordering::Relaxed)
-    }
-
-    fn trip(&self) {
-        let until = monotonic_ms() + BREAKER_COOLDOWN.as_millis() as u64;
-        self.open_until_ms.store(until, Ordering::Relaxed);
-    }
+    breakers: Breakers,
 }
 
 impl ContextStore {
@@ -296,19 +312,35 @@ impl ContextStore {
         health: &Health,
     ) -> Result<Self, redis::RedisError> {
         let backend = Backend::new(url, cluster, config.timeout)?;
+        let breakers = if cluster {
+            Breakers::Cluster(Default::default())
+        } else {
+            Breakers::Single(Arc::new(Breaker::default()))
+        };
         let redis = Arc::new(Redis {
             backend,
             config,
             script: Script::new(RECORD_SCRIPT),
-            breaker: Breaker::default(),
+            breakers,
         });
         let (merger, jobs) = mpsc::unbounded_channel();
         health.spawn(COMPONENT, record::merge_updates(redis.clone(), jobs));
+        if cluster {
+            health.spawn(SLOT_MAP_COMPONENT, keep_slot_map(redis.clone()));
+        }
         Ok(Self { redis, merger })
     }
 
     pub fn config(&self) -> &ContextConfig {
         &self.redis.config
+    }
+
+    /// The cluster slot of an actor's keys (all of them share it); none on a single Redis.
+    fn slot(&self, actor: &Actor) -> Option<u16> {
+        self.redis
+            .backend
+            .is_cluster()
+            .then(|| slot_of(self.key(actor, "recent_items").as_bytes()))
     }
 
     /// The key of one of an actor's context entries, e.g. `user:1:recent_items`.
@@ -327,7 +359,10 @@ impl ContextStore {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
-        self.redis.check_breaker("record")?;
+        // A cluster's calls go per slot, each checked against its master's breaker.
+        if !self.redis.backend.is_cluster() {
+            self.redis.check_breaker("record", None)?;
+        }
         let updates = updates
             .iter()
             .map(|u| Prepared::new(&self.redis, u))
@@ -353,8 +388,9 @@ impl ContextStore {
             .hgetall(self.key(actor, "recent_categories"))
             .get(self.key(actor, "last_active"))
             .zrevrangebyscore(self.key(actor, "purchased"), "+inf", bought_since);
+        let slot = self.slot(actor);
         let (recent_items, recent_categories, last_active, purchased) = redis
-            .call("load", async {
+            .call("load", slot, async {
                 let mut connection = redis.backend.connection().await?;
                 pipe.query_async(&mut connection).await
             })
@@ -369,7 +405,9 @@ impl ContextStore {
 
     /// Whether Redis (every master of a cluster) answers a PING in time.
     pub async fn ping(&self) -> Result<(), ContextError> {
-        self.redis.call("ping", self.redis.backend.ping()).await
+        self.redis
+            .call("ping", None, self.redis.backend.ping())
+            .await
     }
 }
 
@@ -382,9 +420,18 @@ pub async fn connect(url: &SecretUrl, cluster: bool) -> redis::RedisResult<Conne
 }
 
 impl Redis {
-    /// Fails at once while the breaker is open (Redis failed less than a cooldown ago).
-    fn check_breaker(&self, operation: &'static str) -> Result<(), ContextError> {
-        if self.breaker.is_open() {
+    /// Fails at once while the breaker of the Redis holding `slot` is open (it failed less than
+    /// a cooldown ago).
+    fn check_breaker(
+        &self,
+        operation: &'static str,
+        slot: Option<u16>,
+    ) -> Result<(), ContextError> {
+        if self
+            .breakers
+            .of(slot)
+            .is_some_and(|breaker| breaker.is_open())
+        {
             metrics::counter!("redis_failures_total", "operation" => operation, "reason" => "recently_failed")
                 .increment(1);
             return Err(ContextError::RecentlyFailed);
@@ -392,13 +439,15 @@ impl Redis {
         Ok(())
     }
 
-    /// Runs one call with the deadline, the breaker and the metrics.
+    /// Runs one call, for keys of `slot` on a cluster, with the deadline, the breaker and the
+    /// metrics.
     async fn call<T>(
         &self,
         operation: &'static str,
+        slot: Option<u16>,
         request: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ContextError> {
-        self.check_breaker(operation)?;
+        self.check_breaker(operation, slot)?;
         let started = Instant::now();
         let outcome = match tokio::time::timeout(self.config.timeout, request).await {
             Ok(Ok(value)) => Ok(value),
@@ -414,8 +463,8 @@ impl Redis {
             };
             metrics::counter!("redis_failures_total", "operation" => operation, "reason" => reason)
                 .increment(1);
-            if !self.backend.is_cluster() {
-                self.breaker.trip();
+            if let Some(breaker) = self.breakers.of(slot) {
+                breaker.trip();
             }
         }
         outcome
@@ -478,18 +527,5 @@ mod tests {
         let source = std::error::Error::source(&error).expect("a source");
         assert!(source.to_string().contains("refused"), "{source}");
         assert!(error.to_string().contains("refused"), "{error}");
-    }
-
-    /// On Tokio's paused clock, which moves the monotonic clock and not the wall clock.
-    #[tokio::test(start_paused = true)]
-    async fn the_breaker_opens_after_a_failure_and_closes_after_the_cooldown() {
-        let breaker = Breaker::default();
-        assert!(!breaker.is_open());
-        breaker.trip();
-        assert!(breaker.is_open());
-        tokio::time::advance(BREAKER_COOLDOWN - Duration::from_millis(1)).await;
-        assert!(breaker.is_open());
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(!breaker.is_open());
     }
 }

@@ -10,11 +10,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::SecondsFormat;
-use redis::cluster_routing::Slot;
 use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
-use super::{ContextError, ContextUpdate, PURCHASED_CAP, Redis};
+use futures::StreamExt as _;
+
+use super::{ContextError, ContextUpdate, PURCHASED_CAP, Redis, slot_of};
 use crate::event::{Actor, EventType};
 
 /// Most event ids remembered per user for deduplication: enough for any client's retries, and
@@ -150,8 +152,26 @@ impl Prepared {
 
 /// The task behind [`super::ContextStore::record`]: one round of script calls at a time, each
 /// carrying every update waiting when it starts. Ends when the last handle is dropped.
+///
+/// On a cluster the rounds run side by side, as tasks of this one's own (a [`JoinSet`]): a
+/// round that panics takes this task down with it, so the health registry sees it.
 pub(super) async fn merge_updates(redis: Arc<Redis>, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    while let Some(first) = jobs.recv().await {
+    let mut rounds = JoinSet::new();
+    loop {
+        let first = tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            Some(ended) = rounds.join_next(), if !rounds.is_empty() => {
+                if let Err(error) = ended
+                    && error.is_panic()
+                {
+                    std::panic::resume_unwind(error.into_panic());
+                }
+                continue;
+            }
+        };
         fail::fail_point!("redis-context");
         let mut events = first.updates.len();
         let mut round = vec![first];
@@ -172,9 +192,16 @@ pub(super) async fn merge_updates(redis: Arc<Redis>, mut jobs: mpsc::UnboundedRe
         if redis.backend.is_cluster() {
             // One node down must not hold the others' users back: the next round starts without
             // waiting for this one's slowest call.
-            tokio::spawn(apply_owned(redis.clone(), round));
+            rounds.spawn(apply_owned(redis.clone(), round));
         } else {
             apply(&redis, round).await;
+        }
+    }
+    while let Some(ended) = rounds.join_next().await {
+        if let Err(error) = ended
+            && error.is_panic()
+        {
+            std::panic::resume_unwind(error.into_panic());
         }
     }
 }
@@ -183,82 +210,124 @@ async fn apply_owned(redis: Arc<Redis>, round: Vec<Job>) {
     apply(&redis, round).await;
 }
 
-/// Makes the round's script calls (one, or one per slot), and answers each job.
+/// Makes the round's script calls (one, or one per slot on a cluster), and answers each job as
+/// soon as its own calls are done: a job of users on a healthy master does not wait for a call
+/// to one that is down. A slot whose master's breaker is open is not called.
 async fn apply(redis: &Redis, round: Vec<Job>) {
-    let updates: Vec<&Prepared> = round.iter().flat_map(|job| &job.updates).collect();
-    let groups: Vec<Vec<usize>> = if redis.backend.is_cluster() {
-        let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
+    let mut replies = Vec::with_capacity(round.len());
+    let mut sizes = Vec::with_capacity(round.len());
+    let mut prepared = Vec::new();
+    for job in round {
+        sizes.push(job.updates.len());
+        prepared.extend(job.updates);
+        replies.push(Some(job.reply));
+    }
+    let updates: Vec<&Prepared> = prepared.iter().collect();
+    let groups: Vec<(Option<u16>, Vec<usize>)> = if redis.backend.is_cluster() {
+        let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
         for (i, update) in updates.iter().enumerate() {
-            by_slot
-                .entry(Slot::for_key(update.part(0)))
-                .or_default()
-                .push(i);
+            by_slot.entry(slot_of(update.part(0))).or_default().push(i);
         }
-        by_slot.into_values().collect()
+        by_slot
+            .into_iter()
+            .map(|(slot, group)| (Some(slot), group))
+            .collect()
     } else {
-        vec![(0..updates.len()).collect()]
+        vec![(None, (0..updates.len()).collect())]
     };
     let now = chrono::Utc::now().timestamp_millis();
     let updates = &updates;
-    let calls = groups.iter().map(|group| async move {
-        // EVALSHA built as one command: a `ScriptInvocation` would hold each key and argument
-        // in an allocation of its own before copying them into the command. Sized at once for
-        // every part (the name, the hash, the key count, eight settings of at most 20 digits).
-        let parts: usize = group.iter().map(|&i| updates[i].bytes.len()).sum();
-        let mut command = redis::Cmd::with_capacity(3 + 10 * group.len() + 8, 64 + 8 * 20 + parts);
-        command
-            .arg("EVALSHA")
-            .arg(redis.script.get_hash())
-            .arg(group.len() * 5);
-        for &i in group {
-            for n in 0..5 {
-                command.arg(updates[i].part(n));
-            }
-        }
-        command
-            .arg(redis.config.ttl.as_secs().max(1))
-            .arg(redis.config.recent_items_cap as i64 - 1)
-            .arg(-(EVENT_IDS_CAP as i64) - 1)
-            .arg(now)
-            .arg(redis.config.purchased_ttl.as_secs().max(1))
-            .arg(-(PURCHASED_CAP as i64) - 1)
-            .arg(redis.config.bought_since_ms_at(now))
-            .arg(redis.config.distinct_flag());
-        for &i in group {
-            for n in 5..10 {
-                command.arg(updates[i].part(n));
-            }
-        }
-        let flags: Result<Vec<i64>, ContextError> = redis
-            .call("record", async {
-                let mut connection = redis.backend.connection().await?;
-                match command.query_async(&mut connection).await {
-                    Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                        // A Redis restarted, or failed over, has forgotten the script.
-                        redis.script.load_async(&mut connection).await?;
-                        command.query_async(&mut connection).await
-                    }
-                    outcome => outcome,
+    let calls = groups
+        .iter()
+        .enumerate()
+        .map(|(g, (slot, group))| async move {
+            // EVALSHA built as one command: a `ScriptInvocation` would hold each key and argument
+            // in an allocation of its own before copying them into the command. Sized at once for
+            // every part (the name, the hash, the key count, eight settings of at most 20 digits).
+            let parts: usize = group.iter().map(|&i| updates[i].bytes.len()).sum();
+            let mut command =
+                redis::Cmd::with_capacity(3 + 10 * group.len() + 8, 64 + 8 * 20 + parts);
+            command
+                .arg("EVALSHA")
+                .arg(redis.script.get_hash())
+                .arg(group.len() * 5);
+            for &i in group {
+                for n in 0..5 {
+                    command.arg(updates[i].part(n));
                 }
-            })
-            .await;
-        flags
-    });
-    let outcomes = futures::future::join_all(calls).await;
+            }
+            command
+                .arg(redis.config.ttl.as_secs().max(1))
+                .arg(redis.config.recent_items_cap as i64 - 1)
+                .arg(-(EVENT_IDS_CAP as i64) - 1)
+                .arg(now)
+                .arg(redis.config.purchased_ttl.as_secs().max(1))
+                .arg(-(PURCHASED_CAP as i64) - 1)
+                .arg(redis.config.bought_since_ms_at(now))
+                .arg(redis.config.distinct_flag());
+            for &i in group {
+                for n in 5..10 {
+                    command.arg(updates[i].part(n));
+                }
+            }
+            let flags: Result<Vec<i64>, ContextError> = redis
+                .call("record", *slot, async {
+                    let mut connection = redis.backend.connection().await?;
+                    match command.query_async(&mut connection).await {
+                        Err(error)
+                            if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                        {
+                            // A Redis restarted, or failed over, has forgotten the script.
+                            redis.script.load_async(&mut connection).await?;
+                            command.query_async(&mut connection).await
+                        }
+                        outcome => outcome,
+                    }
+                })
+                .await;
+            (g, flags)
+        });
+    let mut calls: futures::stream::FuturesUnordered<_> = calls.collect();
 
+    // Which job each update belongs to, where each job's updates begin, and how many calls each
+    // job still waits for.
+    let mut job_of = Vec::with_capacity(updates.len());
+    let mut first_update = Vec::with_capacity(sizes.len());
+    for (j, &size) in sizes.iter().enumerate() {
+        first_update.push(job_of.len());
+        job_of.extend(std::iter::repeat_n(j, size));
+    }
+    let jobs_of = |group: &[usize]| {
+        let mut jobs: Vec<usize> = group.iter().map(|&i| job_of[i]).collect();
+        jobs.dedup(); // the group's updates are in order, so are their jobs
+        jobs
+    };
+    let mut waiting = vec![0usize; sizes.len()];
+    for (_, group) in &groups {
+        for j in jobs_of(group) {
+            waiting[j] += 1;
+        }
+    }
     let mut applied: Vec<Result<bool, ContextError>> = Vec::with_capacity(updates.len());
     applied.resize_with(updates.len(), || Err(ContextError::Closed));
-    for (group, outcome) in groups.iter().zip(outcomes) {
+    while let Some((g, outcome)) = calls.next().await {
+        let group = &groups[g].1;
         for (n, &i) in group.iter().enumerate() {
             applied[i] = match &outcome {
                 Ok(flags) => Ok(flags.get(n) == Some(&1)),
                 Err(error) => Err(error.clone()),
             };
         }
-    }
-    let mut applied = applied.into_iter();
-    for job in round {
-        let answer = applied.by_ref().take(job.updates.len()).collect();
-        let _ = job.reply.send(answer);
+        for j in jobs_of(group) {
+            waiting[j] -= 1;
+            if waiting[j] == 0
+                && let Some(reply) = replies[j].take()
+            {
+                let answer = (first_update[j]..first_update[j] + sizes[j])
+                    .map(|i| std::mem::replace(&mut applied[i], Err(ContextError::Closed)))
+                    .collect();
+                let _ = reply.send(answer);
+            }
+        }
     }
 }

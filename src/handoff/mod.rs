@@ -31,8 +31,8 @@ use crate::event::{Event, Identity};
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
     /// No room now (the journal is full): retry later.
-    #[error("the hand-off is full: {0}")]
-    Full(String),
+    #[error("the hand-off is full ({used} of {limit} bytes in use)")]
+    Full { used: u64, limit: u64 },
     /// The hand-off cannot make events durable now (disk failure, NATS unreachable or slow).
     #[error("the hand-off is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -70,8 +70,14 @@ pub trait Handoff: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum HandoffState {
-    /// The local journal: bytes of events not yet in PostgreSQL, and the bound.
-    Journal { used_bytes: u64, limit_bytes: u64 },
+    /// The local journal: bytes of events not yet in PostgreSQL, and the bound; `error` when
+    /// it cannot take events now (full, or its last write failed moments ago).
+    Journal {
+        used_bytes: u64,
+        limit_bytes: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The JetStream stream: whether NATS answers and the stream is there.
     Jetstream {
         stream: String,
@@ -85,7 +91,7 @@ impl HandoffState {
     /// Whether events can be handed off now.
     pub fn is_ok(&self) -> bool {
         match self {
-            HandoffState::Journal { .. } => true,
+            HandoffState::Journal { error, .. } => error.is_none(),
             HandoffState::Jetstream { ok, .. } => *ok,
         }
     }

@@ -90,7 +90,7 @@ impl Application {
                 (Arc::new(journal), Some(writer))
             }
             HandoffKind::Jetstream => {
-                let jetstream = JetStream::connect(settings.nats.config()).await?;
+                let jetstream = JetStream::connect(settings.nats.config(), &health).await?;
                 let writer = (settings.writer_mode == WriterMode::On).then(|| {
                     let source = JetStreamSource::new(jetstream.clone());
                     writer::start(
@@ -105,6 +105,12 @@ impl Application {
             }
         };
 
+        if !settings.redis.redis_cluster && settings.redis.redis_url.expose().contains(',') {
+            anyhow::bail!(
+                "REDIS_URL holds several URLs ({}): several URLs are a Redis Cluster's nodes, which need REDIS_CLUSTER=true; a single Redis takes one URL",
+                settings.redis.redis_url
+            );
+        }
         let context_config = settings.context();
         if context_config.keys.hash_tags && context_config.keys.prefix.contains(['{', '}']) {
             anyhow::bail!("--redis-key-prefix must hold no braces with hash-tagged keys");
@@ -127,6 +133,7 @@ impl Application {
             context: Some(context.clone()),
             writer: writer.as_ref().map(WriterHandle::status),
         };
+        api::watch_dependencies(&vitals);
         let state = Arc::new(App {
             work: RequestLimits::new(
                 settings.max_concurrent_requests,

@@ -30,7 +30,7 @@ impl WriterNode {
         let database = &settings.database;
         let pool = db::prepare(&database.database_url, database.database_max_connections).await?;
         let catalogue = Catalogue::new(pool.clone(), settings.catalogue.config());
-        let jetstream = JetStream::connect(settings.nats.config()).await?;
+        let jetstream = JetStream::connect(settings.nats.config(), &health).await?;
         let writer = writer::start(
             pool.clone(),
             catalogue,
@@ -47,6 +47,7 @@ impl WriterNode {
             context: None,
             writer: Some(writer.status()),
         };
+        api::watch_dependencies(&vitals);
         Ok(Self {
             node: Node {
                 listener: bind(settings.host, settings.port).await?,

@@ -404,8 +404,9 @@ impl Storer {
         let mut refused = Vec::new();
         for event in events {
             let single = [event.clone()];
+            let started = Instant::now();
             match self.batches.write(&single, true).await {
-                Ok(stored) => record_written(1, stored, Instant::now()),
+                Ok(stored) => record_written(1, stored, started),
                 Err(error) if error.is_data_error() => {
                     tracing::error!(%error, event_id = %event.event_id, "PostgreSQL refused an event; setting it aside");
                     metrics::counter!("events_refused_total").increment(1);

@@ -17,10 +17,20 @@ async fn with_redis_unreachable_events_still_get_200_and_reach_postgres() {
         assert_eq!(app.post_event(21, ITEMS[0].0, event_type).await, 200);
     }
     app.wait_for_rows(3).await;
+    // Still taking events: in rotation, and saying why it is degraded.
     let (status, ready) = app.get("/health/ready").await;
-    assert_eq!(status, 503);
+    assert_eq!(
+        (status, &ready["status"]),
+        (200, &json!("degraded")),
+        "{ready}"
+    );
     assert_eq!(ready["redis"]["ok"], false);
     assert_eq!(ready["postgres"]["ok"], true);
+    let metrics = scrape(&app.http, &app.address).await;
+    assert!(
+        metrics.contains(r#"dependency_up{dependency="redis"} 0"#),
+        "{metrics}"
+    );
     let (status, answer) = app.get("/api/users/21/context").await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
@@ -54,10 +64,21 @@ async fn postgres_cut_under_a_stream_loses_nothing_and_counts_each_event_once() 
     let mut sent = post_stream(&app, 31, 60).await;
     proxy.cut();
     sent.extend(post_stream(&app, 31, 120).await);
+    // A PostgreSQL outage keeps the node in rotation: the journal rides it out.
     let (status, ready) = app.get("/health/ready").await;
     assert_eq!(
-        (status, ready["postgres"]["ok"].as_bool()),
-        (503, Some(false))
+        (
+            status,
+            ready["status"].as_str(),
+            ready["postgres"]["ok"].as_bool()
+        ),
+        (200, Some("degraded"), Some(false)),
+        "{ready}"
+    );
+    let metrics = scrape(&app.http, &app.address).await;
+    assert!(
+        metrics.contains(r#"dependency_up{dependency="postgres"} 0"#),
+        "{metrics}"
     );
     proxy.restore();
     sent.extend(post_stream(&app, 31, 60).await);

@@ -15,6 +15,7 @@ mod ingest;
 mod jetstream;
 mod keys;
 mod nodes;
+mod operations;
 mod process;
 mod rerank;
 mod validation;

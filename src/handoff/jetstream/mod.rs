@@ -20,6 +20,8 @@ mod publish;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+use async_nats::jetstream::context::CreateStreamError;
 use async_nats::jetstream::{self, stream};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -29,6 +31,7 @@ pub use publish::JetStreamHandoff;
 
 use crate::config::SecretUrl;
 use crate::event::EventType;
+use crate::health::Health;
 
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {
@@ -101,17 +104,40 @@ pub struct JetStream {
     streams: Arc<Streams>,
 }
 
+/// The name, in the health registry, of the task that keeps the streams in place.
+pub const STREAMS_COMPONENT: &str = "jetstream-streams";
+
+/// Why events cannot be published now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReady {
+    #[error("connecting to NATS")]
+    Connecting,
+    #[error("NATS is unreachable; reconnecting")]
+    Unreachable,
+    #[error("the streams are not yet created")]
+    NotYetCreated,
+    #[error("no stream for the events' subjects")]
+    NoStream,
+    #[error("could not create the stream {stream}")]
+    Streams {
+        stream: String,
+        #[source]
+        cause: Arc<CreateStreamError>,
+    },
+}
+
 /// Whether the streams are known to exist as configured, and the last error if not.
 struct Streams {
-    state: Mutex<Result<(), String>>,
+    state: Mutex<Result<(), NotReady>>,
     /// Wakes the task that creates them (a publish found no stream).
     recheck: Notify,
 }
 
 impl JetStream {
-    /// Connects in the background (NATS may be down) and starts the task that creates or
-    /// updates the streams once NATS answers. Fails only on a URL that cannot be used.
-    pub async fn connect(config: JetStreamConfig) -> anyhow::Result<Self> {
+    /// Connects in the background (NATS may be down) and starts the component that creates or
+    /// updates the streams once NATS answers ([`STREAMS_COMPONENT`]). Fails only on a URL that
+    /// cannot be used.
+    pub async fn connect(config: JetStreamConfig, health: &Health) -> anyhow::Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .name("event-ingest")
             .retry_on_initial_connect()
@@ -122,12 +148,12 @@ impl JetStream {
             })
             .connect(config.url.expose())
             .await
-            .map_err(|error| anyhow::anyhow!("NATS_URL {}: {error}", config.url))?;
+            .with_context(|| format!("NATS_URL {} cannot be used", config.url))?;
         let context = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .build(client.clone());
         let streams = Arc::new(Streams {
-            state: Mutex::new(Err("not yet created".to_owned())),
+            state: Mutex::new(Err(NotReady::NotYetCreated)),
             recheck: Notify::new(),
         });
         let jetstream = Self {
@@ -136,7 +162,7 @@ impl JetStream {
             config: Arc::new(config),
             streams,
         };
-        tokio::spawn(jetstream.clone().keep_streams());
+        health.spawn(STREAMS_COMPONENT, jetstream.clone().keep_streams());
         Ok(jetstream)
     }
 
@@ -146,18 +172,18 @@ impl JetStream {
 
     /// Whether events can be published now: connected, and the streams in place. The error says
     /// why not.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), NotReady> {
         use async_nats::connection::State;
         match self.client.connection_state() {
             State::Connected => self.streams.state.lock().clone(),
-            State::Pending => Err("connecting to NATS".to_owned()),
-            State::Disconnected => Err("NATS is unreachable; reconnecting".to_owned()),
+            State::Pending => Err(NotReady::Connecting),
+            State::Disconnected => Err(NotReady::Unreachable),
         }
     }
 
     /// Has the streams checked again (a publish met no stream: deleted by hand, say).
     fn recheck_streams(&self) {
-        *self.streams.state.lock() = Err("no stream for the events' subjects".to_owned());
+        *self.streams.state.lock() = Err(NotReady::NoStream);
         self.streams.recheck.notify_one();
     }
 
@@ -176,6 +202,7 @@ impl JetStream {
                 Err(error) => {
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(30) {
+                        let error = crate::telemetry::chain(error);
                         tracing::warn!(%error, failures, "could not create the JetStream streams; trying again every second");
                     }
                 }
@@ -190,16 +217,19 @@ impl JetStream {
         }
     }
 
-    async fn create_streams(&self) -> Result<(), String> {
+    async fn create_streams(&self) -> Result<(), NotReady> {
         for config in [
             self.config.events_stream(),
             self.config.dead_letter_stream_config(),
         ] {
-            let name = config.name.clone();
+            let stream = config.name.clone();
             self.context
                 .create_or_update_stream(config)
                 .await
-                .map_err(|error| format!("stream {name}: {error}"))?;
+                .map_err(|cause| NotReady::Streams {
+                    stream,
+                    cause: Arc::new(cause),
+                })?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
-use super::JetStream;
+use super::{JetStream, NotReady};
 use crate::event::{Event, Identity};
 use crate::handoff::{Handoff, HandoffError, HandoffState, Pending, encode, encode_identity};
 
@@ -26,8 +26,8 @@ impl JetStreamHandoff {
 
 #[derive(Debug, thiserror::Error)]
 enum NotPublished {
-    #[error("{0}")]
-    NotReady(String),
+    #[error(transparent)]
+    NotReady(NotReady),
     #[error("JetStream did not acknowledge within {0:?}")]
     Timeout(std::time::Duration),
     #[error("JetStream refused the publish: {0}")]
@@ -120,7 +120,7 @@ impl Handoff for JetStreamHandoff {
         HandoffState::Jetstream {
             stream: self.jetstream.config.stream.clone(),
             ok: ready.is_ok(),
-            error: ready.err(),
+            error: ready.err().map(crate::telemetry::chain),
         }
     }
 

@@ -228,6 +228,10 @@ impl Appender {
         self.buffer.clear();
         match outcome {
             Ok(()) => {
+                if self.shared.failure.lock().is_some() {
+                    *self.shared.failure.lock() = None;
+                    tracing::info!("the journal takes writes again");
+                }
                 for (reply, _) in replies {
                     let _ = reply.send(Ok(()));
                 }
@@ -235,6 +239,8 @@ impl Appender {
             Err(error) => {
                 tracing::error!(%error, segment = self.segment.id, "journal write failed; the appends are refused");
                 let error = Arc::new(error);
+                *self.shared.failure.lock() =
+                    Some((crate::telemetry::monotonic_ms(), error.clone()));
                 for (reply, bytes) in replies {
                     self.shared.used.fetch_sub(bytes, Ordering::AcqRel);
                     let _ = reply.send(Err(AppendError::Io(error.clone())));

@@ -16,6 +16,7 @@ mod appender;
 pub mod reader;
 pub mod record;
 mod recovery;
+mod released;
 mod source;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,18 @@ pub struct JournalConfig {
     pub sync: SyncPolicy,
 }
 
+/// How long a failed write keeps the journal from being ready, unless a write succeeds first.
+pub const FAILURE_HOLDS: Duration = Duration::from_secs(5);
+
+/// Why the journal cannot take events now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotTaking {
+    #[error("the journal is full ({used} of {limit} bytes in use)")]
+    Full { used: u64, limit: u64 },
+    #[error("the journal's last write failed")]
+    Failing(#[source] Arc<io::Error>),
+}
+
 /// A place in the journal: a segment and a byte offset in it. Positions order as the records do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
@@ -92,6 +105,9 @@ struct Shared {
     durable: watch::Sender<Position>,
     /// Flushes (`fdatasync`) done so far.
     flushes: AtomicU64,
+    /// The last write's failure, until a write succeeds: when (on the monotonic clock, ms) and
+    /// why.
+    failure: Mutex<Option<(u64, Arc<io::Error>)>>,
 }
 
 impl Shared {
@@ -155,19 +171,36 @@ impl Journal {
                 ),
             )
         })?;
-        let report = recovery::recover(&config.dir)?;
+        let mut report = recovery::recover(&config.dir)?;
         let next_segment = report
             .segments
             .keys()
             .next_back()
             .map_or(1, |last| last + 1);
-        let used = report.segments.values().sum();
-        let first = report
+        let (mark, released) = released::ReleasedMark::open(&config.dir)?;
+        let start = released
+            .filter(|&position| recovery::is_boundary(&config.dir, &report, position))
+            .unwrap_or_else(|| Position {
+                segment: report
+                    .segments
+                    .keys()
+                    .next()
+                    .copied()
+                    .unwrap_or(next_segment),
+                offset: 0,
+            });
+        // Segments wholly released before a crash, their deletion undone or never done.
+        let before: Vec<u64> = report
             .segments
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(next_segment);
+            .range(..start.segment)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in before {
+            fs::remove_file(segment_path(&config.dir, id))?;
+            report.segments.remove(&id);
+        }
+        report.released = start;
+        let used = report.segments.values().sum::<u64>() - start.offset;
 
         let (durable, durable_rx) = watch::channel(Position {
             segment: next_segment,
@@ -180,9 +213,10 @@ impl Journal {
             segments: Mutex::new(report.segments.clone()),
             durable,
             flushes: AtomicU64::new(0),
+            failure: Mutex::new(None),
         });
         let appender = appender::start(shared.clone(), &config, next_segment, health)?;
-        let reader = JournalReader::new(shared.clone(), durable_rx, first);
+        let reader = JournalReader::new(shared.clone(), durable_rx, start, mark);
         let journal = Journal {
             shared,
             appender,
@@ -233,6 +267,24 @@ impl Journal {
 
     pub fn limit_bytes(&self) -> u64 {
         self.shared.limit
+    }
+
+    /// Why the journal cannot take events now, if it cannot: it is full (less room left than
+    /// a large batch, or 1% of its bound), or its last write failed within [`FAILURE_HOLDS`]
+    /// (then the next append tries again, so that a disk that mends is noticed).
+    pub fn not_taking(&self) -> Option<NotTaking> {
+        let (used, limit) = (self.used_bytes(), self.shared.limit);
+        let margin = (limit / 100).clamp(4096, 1 << 20);
+        if limit.saturating_sub(used) < margin {
+            return Some(NotTaking::Full { used, limit });
+        }
+        let failure = self.shared.failure.lock().clone();
+        failure
+            .filter(|(at, _)| {
+                crate::telemetry::monotonic_ms().saturating_sub(*at)
+                    < FAILURE_HOLDS.as_millis() as u64
+            })
+            .map(|(_, cause)| NotTaking::Failing(cause))
     }
 
     /// Flushes what is written and stops the appender; later appends fail with `Closed`.

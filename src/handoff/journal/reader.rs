@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 
 use super::record::{self, Piece};
+use super::released::ReleasedMark;
 use super::{Position, Shared};
 
 /// Bytes read from a segment at a time (grown for a record larger than this): about a batch of
@@ -32,6 +33,8 @@ pub struct JournalReader {
     /// Segments released whose files are still to delete.
     undeleted: Vec<u64>,
     file: Option<(u64, File)>,
+    /// `released`, on disk.
+    mark: ReleasedMark,
 }
 
 /// Deletes the segment files `ids`; returns the ids whose file is still there, with the first
@@ -57,11 +60,12 @@ fn delete_segments(shared: &Shared, ids: Vec<u64>) -> (Vec<u64>, io::Result<()>)
 }
 
 impl JournalReader {
-    pub(super) fn new(shared: Arc<Shared>, durable: watch::Receiver<Position>, first: u64) -> Self {
-        let start = Position {
-            segment: first,
-            offset: 0,
-        };
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        durable: watch::Receiver<Position>,
+        start: Position,
+        mark: ReleasedMark,
+    ) -> Self {
         Self {
             shared,
             durable,
@@ -69,6 +73,7 @@ impl JournalReader {
             released: start,
             undeleted: Vec::new(),
             file: None,
+            mark,
         }
     }
 
@@ -136,7 +141,14 @@ impl JournalReader {
     /// journal's limit, and the segments it covers entirely are deleted, on a blocking thread
     /// (file deletion and a directory flush do not belong on an async one). A deletion that
     /// fails is tried again at the next release.
+    ///
+    /// The position is kept on disk first ([`ReleasedMark`]), so that a restart resumes there.
     pub async fn release(&mut self, upto: Position) -> io::Result<()> {
+        if upto > self.released
+            && let Err(error) = self.mark.write(upto)
+        {
+            tracing::warn!(%error, "could not keep the released position; a restart would store again what was released since the last one kept");
+        }
         let finished = self.account(upto);
         if self
             .file

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::record::{self, Piece};
-use super::{quarantine, segment_path, sync_dir};
+use super::{Position, quarantine, segment_path, sync_dir};
 
 /// What recovery found.
 #[derive(Debug, Default, Clone)]
@@ -26,6 +26,11 @@ pub struct RecoveryReport {
     pub torn_bytes: u64,
     /// Files in `quarantine/` made for damaged stretches.
     pub quarantined: Vec<PathBuf>,
+    /// Segments rewritten without their damage: offsets into them have moved.
+    pub rewritten: Vec<u64>,
+    /// Where the writer resumes: the released position kept in `RELEASED`, if recovery trusts
+    /// it, else the first segment's start. Everything before it was stored before the stop.
+    pub released: Position,
 }
 
 pub(super) fn recover(dir: &Path) -> io::Result<RecoveryReport> {
@@ -75,12 +80,38 @@ pub(super) fn recover(dir: &Path) -> io::Result<RecoveryReport> {
         } else {
             if kept.len() != data.len() {
                 rewrite(&path, &kept)?;
+                report.rewritten.push(id);
             }
             report.segments.insert(id, kept.len() as u64);
         }
     }
     sync_dir(dir)?;
     Ok(report)
+}
+
+/// Whether `released`, read from the `RELEASED` mark, lies on a record boundary of a segment as
+/// recovery left it; a position that does not is not trusted (the segment was rewritten, cut
+/// shorter by a power cut, or the mark is from another journal).
+pub(super) fn is_boundary(dir: &Path, report: &RecoveryReport, released: Position) -> bool {
+    let Some(&len) = report.segments.get(&released.segment) else {
+        return false;
+    };
+    if report.rewritten.contains(&released.segment) || released.offset > len {
+        return false;
+    }
+    if released.offset == len {
+        return true;
+    }
+    // The bytes from the position on must begin with a whole record.
+    let Ok(file) = fs::File::open(segment_path(dir, released.segment)) else {
+        return false;
+    };
+    let mut head = vec![0; (len - released.offset).min(1 << 20) as usize];
+    use std::os::unix::fs::FileExt;
+    if file.read_exact_at(&mut head, released.offset).is_err() {
+        return false;
+    }
+    matches!(record::scan(&head).first(), Some(Piece::Record(range)) if range.start == 0)
 }
 
 /// Segment ids in the directory, ascending.

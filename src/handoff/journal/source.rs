@@ -15,7 +15,7 @@ use crate::handoff::{Fetched, Handoff, HandoffError, HandoffState, Pending, SetA
 impl From<AppendError> for HandoffError {
     fn from(error: AppendError) -> Self {
         match error {
-            AppendError::Full { .. } => HandoffError::Full(error.to_string()),
+            AppendError::Full { used, limit } => HandoffError::Full { used, limit },
             AppendError::Closed => HandoffError::Closed,
             error => HandoffError::unavailable(error),
         }
@@ -45,6 +45,7 @@ impl Handoff for Journal {
         HandoffState::Journal {
             used_bytes: self.used_bytes(),
             limit_bytes: self.limit_bytes(),
+            error: self.not_taking().map(crate::telemetry::chain),
         }
     }
 

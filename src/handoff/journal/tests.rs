@@ -122,7 +122,7 @@ async fn appended_records_are_read_in_order_across_segments() {
 /// segment that was still open come back (stored again harmlessly: `ON CONFLICT (event_id)`),
 /// and the segments released whole are gone for good.
 #[tokio::test]
-async fn released_segments_are_deleted_and_only_the_open_segments_records_come_back() {
+async fn released_segments_are_deleted_and_nothing_released_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, mut reader, _) = open(config(dir.path())).unwrap();
     for i in 0..20 {
@@ -132,23 +132,35 @@ async fn released_segments_are_deleted_and_only_the_open_segments_records_come_b
     reader.release(records.last().unwrap().end).await.unwrap();
     assert_eq!(journal.used_bytes(), 0, "every byte released");
     append(&journal, &[b"after"]).await;
-    journal.close().await;
+    // Dropped without a close: as a killed process leaves it.
     drop((journal, reader));
 
-    let open_segment = records.last().unwrap().end.segment;
-    let mut expected: Vec<Vec<u8>> = records
-        .iter()
-        .filter(|r| r.end.segment == open_segment)
-        .map(|r| r.payload.clone())
-        .collect();
-    assert!(
-        expected.len() < records.len(),
-        "some segments were released whole"
-    );
-    expected.push(b"after".to_vec());
-    let (_journal, mut reader, report) = open(config(dir.path())).unwrap();
-    assert_eq!(payloads(&read_all(&mut reader)), expected);
+    let (journal, mut reader, report) = open(config(dir.path())).unwrap();
+    assert_eq!(payloads(&read_all(&mut reader)), vec![b"after".to_vec()]);
     assert_eq!(report.torn_bytes, 0);
+    assert_eq!(report.released, records.last().unwrap().end);
+    assert!(journal.used_bytes() > 0 && journal.used_bytes() < 64);
+}
+
+#[tokio::test]
+async fn a_released_position_recovery_cannot_trust_is_ignored_and_everything_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, mut reader, _) = open(config(dir.path())).unwrap();
+    append(&journal, &[b"one", b"two"]).await;
+    let records = read_all(&mut reader);
+    // Released to the middle of a record, as a mark from another journal would say.
+    let mid = Position {
+        segment: records[0].end.segment,
+        offset: records[0].end.offset - 2,
+    };
+    reader.release(mid).await.unwrap();
+    drop((journal, reader));
+    let (_journal, mut reader, report) = open(config(dir.path())).unwrap();
+    assert_eq!(report.released.offset, 0, "not trusted");
+    assert_eq!(
+        payloads(&read_all(&mut reader)),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
 }
 
 #[tokio::test]
