@@ -78,6 +78,21 @@ impl Cluster {
             .output();
     }
 
+    /// Freezes one master (SIGSTOP): its connections stay open and nothing answers, as when its
+    /// machine hangs or the network drops its packets.
+    fn freeze_redis(&self, port: u16) {
+        self.signal_redis(port, "-STOP");
+    }
+
+    fn thaw_redis(&self, port: u16) {
+        self.signal_redis(port, "-CONT");
+    }
+
+    fn signal_redis(&self, port: u16, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join(format!("redis-{port}.pid"))).unwrap();
+        run("kill", &[signal, pid.trim()]);
+    }
+
     fn start_redis(&self, port: u16) {
         let config = self.dir.join(format!("redis-{port}.conf"));
         run("redis-server", &[config.to_str().unwrap()]);
@@ -492,6 +507,138 @@ async fn a_stopped_redis_master_gives_context_warnings_while_every_event_is_stor
         all
     })
     .await;
+}
+
+/// The p99 of `latencies`, in milliseconds.
+fn p99(latencies: &mut [f64]) -> f64 {
+    latencies.sort_by(f64::total_cmp);
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+/// Posts events for `users` from 4 clients for `secs` seconds; returns each request's latency
+/// (ms) with its user.
+async fn timed_load(node: &Service, users: &[i64], secs: u64) -> Vec<(i64, f64)> {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    let clients = (0..4).map(|client| {
+        let (http, url) = (node.http.clone(), format!("{}/api/event", node.base));
+        let users = users.to_vec();
+        tokio::spawn(async move {
+            let mut timed = Vec::new();
+            let mut i = client;
+            while std::time::Instant::now() < until {
+                let user = users[i % users.len()];
+                i += 4;
+                let event = json!({"user_id": user, "asin": ITEMS[i % ITEMS.len()].0, "event_type": "view"});
+                let started = std::time::Instant::now();
+                let response = http.post(&url).json(&event).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                timed.push((user, started.elapsed().as_secs_f64() * 1000.0));
+            }
+            timed
+        })
+    });
+    let mut all = Vec::new();
+    for client in clients {
+        all.extend(client.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_redis_master_hanging_the_other_masters_users_are_answered_as_fast_as_before() {
+    let deployment = Deployment::start(1, 1).await;
+    let node = &deployment.api[0];
+    let dead = deployment.cluster.redis_ports[0];
+    // Which master holds each user's keys (their hash tag is the user id).
+    let client = redis::Client::open(format!("redis://127.0.0.1:{dead}")).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let ranges: Vec<(u16, u16, (String, u16))> = {
+        let slots: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let redis::Value::Array(ranges) = slots else {
+            panic!("{slots:?}")
+        };
+        ranges
+            .iter()
+            .map(|range| {
+                let redis::Value::Array(parts) = range else {
+                    panic!()
+                };
+                let int = |v: &redis::Value| match v {
+                    redis::Value::Int(n) => *n,
+                    _ => panic!(),
+                };
+                let redis::Value::Array(master) = &parts[2] else {
+                    panic!()
+                };
+                (
+                    int(&parts[0]) as u16,
+                    int(&parts[1]) as u16,
+                    (String::new(), int(&master[1]) as u16),
+                )
+            })
+            .collect()
+    };
+    let mut on_dead = Vec::new();
+    let mut elsewhere = Vec::new();
+    for user in 1..=60i64 {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(user.to_string())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let port = ranges
+            .iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&slot))
+            .unwrap()
+            .2
+            .1;
+        if port == dead {
+            on_dead.push(user)
+        } else {
+            elsewhere.push(user)
+        }
+    }
+    assert!(!on_dead.is_empty() && !elsewhere.is_empty());
+    let users: Vec<i64> = (1..=60).collect();
+    let of = |timed: &[(i64, f64)], set: &[i64]| -> Vec<f64> {
+        timed
+            .iter()
+            .filter(|(u, _)| set.contains(u))
+            .map(|(_, ms)| *ms)
+            .collect()
+    };
+
+    let before = timed_load(node, &users, 3).await;
+    deployment.cluster.freeze_redis(dead);
+    let after = timed_load(node, &users, 5).await;
+    deployment.cluster.thaw_redis(dead);
+
+    let (p99_before, p99_after) = (
+        p99(&mut of(&before, &elsewhere)),
+        p99(&mut of(&after, &elsewhere)),
+    );
+    assert!(
+        p99_after <= (3.0 * p99_before).max(p99_before + 50.0),
+        "the other masters' users: p99 {p99_before:.1} ms before, {p99_after:.1} ms with one master down"
+    );
+    // The hanging master's users fail at once while its breaker is open, not after the timeout
+    // (1 s here) each.
+    let mut doomed = of(&after, &on_dead);
+    doomed.sort_by(f64::total_cmp);
+    let median = doomed[doomed.len() / 2];
+    eprintln!(
+        "other masters' users: p99 {p99_before:.1} ms before, {p99_after:.1} ms with one down; the down master's users: median {median:.1} ms of {}",
+        doomed.len()
+    );
+    assert!(
+        median < 100.0,
+        "the hanging master's users: median {median:.1} ms"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
