@@ -37,6 +37,11 @@ async fn call(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// `POST path` with `key`, from a forged origin.
+async fn post(app: &TestApp, path: &str, key: &str, body: Value) -> (u16, Value) {
+    call(app, reqwest::Method::POST, path, Some(key), Some(body)).await
+}
+
 fn rerank_body() -> Value {
     json!({"user_id": 42, "items": [{"asin": ITEMS[2].0, "score": 0.9}, {"asin": ITEMS[0].0, "score": 0.8}]})
 }
@@ -62,14 +67,7 @@ async fn a_write_key_with_a_forged_origin_cannot_read_a_context_or_rerank_and_a_
     })
     .await;
     let event = json!({"user_id": 42, "asin": ITEMS[0].0, "event_type": "purchase"});
-    let (status, _) = call(
-        &app,
-        reqwest::Method::POST,
-        "/api/event",
-        Some(WRITE_KEY),
-        Some(event),
-    )
-    .await;
+    let (status, _) = post(&app, "/api/event", WRITE_KEY, event).await;
     assert_eq!(status, 200, "the write key writes");
 
     for (method, path, body) in reads() {
@@ -106,41 +104,12 @@ async fn a_write_key_identifies_without_seeing_the_users_context_and_a_server_ke
     .await;
     // User 1's history, which the holder of the public key wants to read.
     let bought = json!({"user_id": 1, "asin": ITEMS[3].0, "event_type": "purchase"});
-    assert_eq!(
-        call(
-            &app,
-            reqwest::Method::POST,
-            "/api/event",
-            Some(SERVER_KEY),
-            Some(bought)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(post(&app, "/api/event", SERVER_KEY, bought).await.0, 200);
     let visit = json!({"anonymous_id": "fresh", "asin": ITEMS[0].0, "event_type": "view"});
-    assert_eq!(
-        call(
-            &app,
-            reqwest::Method::POST,
-            "/api/event",
-            Some(WRITE_KEY),
-            Some(visit)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(post(&app, "/api/event", WRITE_KEY, visit).await.0, 200);
 
     let identify = json!({"anonymous_id": "fresh", "user_id": 1});
-    let (status, answer) = call(
-        &app,
-        reqwest::Method::POST,
-        "/api/identify",
-        Some(WRITE_KEY),
-        Some(identify.clone()),
-    )
-    .await;
+    let (status, answer) = post(&app, "/api/identify", WRITE_KEY, identify.clone()).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         answer,
@@ -148,14 +117,7 @@ async fn a_write_key_identifies_without_seeing_the_users_context_and_a_server_ke
         "no context for a write key"
     );
 
-    let (status, answer) = call(
-        &app,
-        reqwest::Method::POST,
-        "/api/identify",
-        Some(SERVER_KEY),
-        Some(identify),
-    )
-    .await;
+    let (status, answer) = post(&app, "/api/identify", SERVER_KEY, identify).await;
     assert_eq!(status, 200);
     assert_eq!(
         answer["context"]["purchased"],
@@ -182,18 +144,7 @@ async fn write_keys_without_a_server_key_refuse_every_read() {
         );
     }
     let event = json!({"user_id": 42, "asin": ITEMS[0].0, "event_type": "view"});
-    assert_eq!(
-        call(
-            &app,
-            reqwest::Method::POST,
-            "/api/event",
-            Some(WRITE_KEY),
-            Some(event)
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(post(&app, "/api/event", WRITE_KEY, event).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chromium } from "playwright-core";
+import { eventually, launch } from "./harness.mjs";
 
 const base = process.env.BASE_URL ?? "http://127.0.0.1:18000";
 const databaseUrl = process.env.DATABASE_URL;
@@ -14,26 +14,9 @@ function sql(query) {
   return execFileSync("psql", ["-qtA", databaseUrl, "-c", query], { encoding: "utf8" }).trim();
 }
 
-async function eventually(what, check, seconds = 20) {
-  const deadline = Date.now() + seconds * 1000;
-  for (;;) {
-    const outcome = await check();
-    if (outcome) return outcome;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 test("a visitor who browses, logs in and buys shows up in the context, the re-ranked list and PostgreSQL", async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    // Playwright gives it a fresh profile; the rest keeps it off the network this machine lacks.
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.on("pageerror", (error) => assert.fail(`the page threw: ${error.message}`));

@@ -3,31 +3,14 @@
 // with BASE_URL and SERVER_KEY.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { eventually, launch } from "./harness.mjs";
 
 const base = process.env.BASE_URL ?? "http://127.0.0.1:18000";
 const serverKey = process.env.SERVER_KEY;
 
-async function eventually(what, check, seconds = 20) {
-  const deadline = Date.now() + seconds * 1000;
-  for (;;) {
-    const outcome = await check();
-    if (outcome) return outcome;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 test("with keys, the demo asks for a server key before it shows or sends anything", async () => {
   assert.ok(serverKey, "SERVER_KEY is set");
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     page.on("pageerror", (error) => assert.fail(`the page threw: ${error.message}`));
