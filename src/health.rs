@@ -220,6 +220,16 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// The registry's metric.
+pub fn describe_metrics() {
+    use metrics::describe_gauge;
+
+    describe_gauge!(
+        "background_component_up",
+        "1 while a background component runs, 0 once it has stopped or died, by component"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

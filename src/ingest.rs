@@ -15,11 +15,19 @@ use chrono::{TimeDelta, Utc};
 use metrics::Counter;
 
 use crate::catalogue::{Catalogue, Lookup};
-use crate::config::UnknownItems;
 use crate::context::{ContextError, ContextStore, ContextUpdate, Merged};
 use crate::event::{Asin, Event, EventType, Identity};
 use crate::handoff::{Handoff, HandoffError};
 use crate::telemetry::Throttle;
+
+/// What to do with events for items the catalogue does not know (`--unknown-items`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnknownItems {
+    /// Accept events for items not in the catalogue, creating the `items` row on write.
+    Create,
+    /// Answer 422 for an item the catalogue does not know.
+    Reject,
+}
 
 #[derive(Clone)]
 pub struct Ingest {
@@ -168,5 +176,43 @@ impl Ingest {
             .iter()
             .map(|e| found.get(&e.asin).cloned().unwrap_or(Lookup::Unavailable))
             .collect()
+    }
+}
+
+/// The request path's metrics, published at zero.
+pub fn describe_metrics() {
+    use metrics::{counter, describe_counter};
+
+    describe_counter!(
+        "events_accepted_total",
+        "Events accepted (durable, answered 200), by event type"
+    );
+    describe_counter!(
+        "events_repeated_total",
+        "Events whose client event_id was seen before: stored once, counted once in Redis"
+    );
+    describe_counter!(
+        "event_time_clamped_total",
+        "Events whose time lay in the future (a client clock gone wrong): stored at receipt"
+    );
+    describe_counter!(
+        "context_stale_events_total",
+        "Events older than the context TTL: stored, but not recorded in Redis"
+    );
+    describe_counter!(
+        "visitors_identified_total",
+        "POST /api/identify calls that merged a visitor's context and handed off the identification"
+    );
+
+    for event_type in EventType::ALL {
+        counter!("events_accepted_total", "event_type" => event_type.as_str()).increment(0);
+    }
+    for name in [
+        "events_repeated_total",
+        "event_time_clamped_total",
+        "context_stale_events_total",
+        "visitors_identified_total",
+    ] {
+        counter!(name).increment(0);
     }
 }

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod rerank;
 pub mod retry;
 pub mod rfc3339;
+pub mod secret;
 pub mod seed_catalog;
 pub mod server;
 pub mod startup;

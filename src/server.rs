@@ -191,3 +191,18 @@ fn refused(reason: &'static str, limits: &ConnectionLimits) {
         );
     }
 }
+
+/// The connections' metrics, the refusals published at zero.
+pub fn describe_metrics() {
+    use metrics::{counter, describe_counter, describe_gauge};
+
+    describe_gauge!("connections_open", "Open client connections");
+    describe_counter!(
+        "connections_refused_total",
+        "Connections closed at once for want of a seat: the cap of open connections in all (reason total) or from one client address (per_address)"
+    );
+
+    for reason in ["total", "per_address"] {
+        counter!("connections_refused_total", "reason" => reason).increment(0);
+    }
+}

@@ -50,7 +50,7 @@ const LATENCY_BUCKETS: &[f64] = &[
     10.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first use, with every metric described.
+/// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -59,7 +59,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             .expect("the buckets are not empty")
             .install_recorder()
             .expect("no other metrics recorder is installed");
-        describe_metrics();
+        describe_process_metrics();
         handle
     })
 }
@@ -89,169 +89,10 @@ pub fn spawn_metrics_upkeep(health: &Health) {
     });
 }
 
-/// Every metric the service exports, with its help text; the README's operations section says
-/// what an alert on each means. Counters with known label values are published at zero, so that
-/// a `rate()` has a series to read before the first event of its kind.
-fn describe_metrics() {
-    use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
-
-    describe_counter!(
-        "http_requests_total",
-        "HTTP requests answered, by route, method and status"
-    );
-    describe_histogram!(
-        "http_request_duration_seconds",
-        Unit::Seconds,
-        "Time to answer an HTTP request, by route"
-    );
-    describe_counter!(
-        "events_accepted_total",
-        "Events accepted (durable, answered 200), by event type"
-    );
-    describe_counter!(
-        "events_rejected_total",
-        "Events of a request rejected for their content, by reason"
-    );
-    describe_counter!(
-        "requests_rejected_total",
-        "Requests answered with an error, by reason (the error code)"
-    );
-    describe_counter!(
-        "events_repeated_total",
-        "Events whose client event_id was seen before: stored once, counted once in Redis"
-    );
-    describe_counter!(
-        "event_time_clamped_total",
-        "Events whose time lay in the future (a client clock gone wrong): stored at receipt"
-    );
-    describe_counter!(
-        "context_stale_events_total",
-        "Events older than the context TTL: stored, but not recorded in Redis"
-    );
-    describe_counter!(
-        "visitors_identified_total",
-        "POST /api/identify calls that merged a visitor's context and handed off the identification"
-    );
-    describe_counter!(
-        "visitor_events_attributed_total",
-        "Stored visitor events the writer attributed to a user after the visitor's identification"
-    );
-    describe_counter!(
-        "redis_failures_total",
-        "Redis calls that failed or were skipped, by operation and reason"
-    );
-    describe_histogram!(
-        "redis_latency_seconds",
-        Unit::Seconds,
-        "Time of a Redis call, by operation"
-    );
-    describe_counter!(
-        "catalogue_lookup_failures_total",
-        "Catalogue lookups PostgreSQL did not answer in time"
-    );
-    describe_gauge!(
-        "journal_bytes",
-        Unit::Bytes,
-        "Bytes of the journal not yet released: events not yet in PostgreSQL, and appends in flight"
-    );
-    describe_gauge!(
-        "journal_oldest_unwritten_seconds",
-        Unit::Seconds,
-        "Age of the oldest event the writer is storing and has not stored yet"
-    );
-    describe_histogram!(
-        "journal_write_seconds",
-        Unit::Seconds,
-        "Time of one journal write (a group of appends), before its flush"
-    );
-    describe_histogram!(
-        "journal_flush_seconds",
-        Unit::Seconds,
-        "Time of one journal flush (fdatasync)"
-    );
-    describe_histogram!(
-        "journal_rotation_seconds",
-        Unit::Seconds,
-        "Time to close a full journal segment and begin the next"
-    );
-    describe_counter!(
-        "writer_batches_total",
-        "Batches the writer committed to PostgreSQL"
-    );
-    describe_counter!(
-        "writer_rows_total",
-        "Rows the writer inserted into interaction_logs"
-    );
-    describe_counter!(
-        "writer_duplicates_total",
-        "Events the writer delivered again that PostgreSQL already held (a replay or a retry): skipped"
-    );
-    describe_histogram!(
-        "writer_batch_seconds",
-        Unit::Seconds,
-        "Time to store one batch in PostgreSQL"
-    );
-    describe_counter!(
-        "writer_retries_total",
-        "Failed batch writes the writer retried"
-    );
-    describe_counter!(
-        "writer_failures_total",
-        "Batch writes that failed after every quick retry (retried until they land)"
-    );
-    describe_counter!(
-        "events_refused_total",
-        "Events PostgreSQL refused for their content, set aside in the journal's quarantine"
-    );
-    describe_gauge!("connections_open", "Open client connections");
-    describe_gauge!(
-        "dependency_up",
-        "1 while a dependency answers (postgres, redis) or the hand-off takes events (handoff), 0 otherwise; asked every 5 s"
-    );
-    describe_counter!(
-        "connections_refused_total",
-        "Connections closed at once for want of a seat: the cap of open connections in all (reason total) or from one client address (per_address)"
-    );
-    describe_gauge!(
-        "background_component_up",
-        "1 while a background component runs, 0 once it has stopped or died, by component"
-    );
+/// The process's own metrics, described; each component describes its own
+/// (`crate::startup::describe_metrics` calls them all).
+pub fn describe_process_metrics() {
     metrics_process::Collector::default().describe();
-
-    for event_type in crate::event::EventType::ALL {
-        counter!("events_accepted_total", "event_type" => event_type.as_str()).increment(0);
-    }
-    for reason in crate::api::error::EVENT_CODES {
-        counter!("events_rejected_total", "reason" => reason).increment(0);
-    }
-    for reason in crate::api::error::CODES {
-        counter!("requests_rejected_total", "reason" => reason).increment(0);
-    }
-    for reason in ["total", "per_address"] {
-        counter!("connections_refused_total", "reason" => reason).increment(0);
-    }
-    for operation in ["record", "load", "identify", "ping"] {
-        for reason in ["timeout", "error", "recently_failed"] {
-            counter!("redis_failures_total", "operation" => operation, "reason" => reason)
-                .increment(0);
-        }
-    }
-    for name in [
-        "events_repeated_total",
-        "event_time_clamped_total",
-        "context_stale_events_total",
-        "visitors_identified_total",
-        "visitor_events_attributed_total",
-        "catalogue_lookup_failures_total",
-        "writer_batches_total",
-        "writer_rows_total",
-        "writer_duplicates_total",
-        "writer_retries_total",
-        "writer_failures_total",
-        "events_refused_total",
-    ] {
-        counter!(name).increment(0);
-    }
 }
 
 /// An error and its causes, one after another (`outer: inner: innermost`): for a log field or

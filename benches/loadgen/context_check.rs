@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use event_ingest::config::{RedisArgs, SecretUrl};
+use event_ingest::config::RedisArgs;
 use event_ingest::context::{ContextConfig, ContextStore};
 use event_ingest::event::{Actor, UserId};
 use event_ingest::health::Health;
+use event_ingest::secret::SecretUrl;
 use serde_json::json;
 use uuid::Uuid;
 

@@ -48,7 +48,7 @@ pub struct HttpArgs {
     items: i64,
     /// PostgreSQL URL to read the catalogue's ASINs from.
     #[arg(long, env = "DATABASE_URL")]
-    database_url: event_ingest::config::SecretUrl,
+    database_url: event_ingest::secret::SecretUrl,
     /// Append `event_id,user_id` of every event answered 200 to this file.
     #[arg(long)]
     acked_file: Option<std::path::PathBuf>,

@@ -155,3 +155,37 @@ where
         Poll::Ready(outcome)
     }
 }
+
+/// The HTTP metrics, and what the answers say; error codes and event rejections published at zero, so that a `rate()` has a series before the first of each.
+pub fn describe_metrics() {
+    use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
+
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by route, method and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by route"
+    );
+    describe_counter!(
+        "requests_rejected_total",
+        "Requests answered with an error, by reason (the error code)"
+    );
+    describe_counter!(
+        "events_rejected_total",
+        "Events of a request rejected for their content, by reason"
+    );
+    describe_gauge!(
+        "dependency_up",
+        "1 while a dependency answers (postgres, redis) or the hand-off takes events (handoff), 0 otherwise; asked every 5 s"
+    );
+
+    for reason in super::error::EVENT_CODES {
+        counter!("events_rejected_total", "reason" => reason).increment(0);
+    }
+    for reason in super::error::CODES {
+        counter!("requests_rejected_total", "reason" => reason).increment(0);
+    }
+}

@@ -41,6 +41,10 @@ use access::{AccessControl, ApiGuard, Scope};
 use body::BodyPace;
 pub use error::ApiError;
 use limits::RequestLimits;
+pub use metrics::describe_metrics;
+
+/// Most events in one `POST /api/events`.
+pub const MAX_BATCH_EVENTS: usize = 500;
 
 /// Bounds on what a request may carry.
 #[derive(Debug, Clone, Copy)]

@@ -228,9 +228,9 @@ pub async fn document() -> Json<&'static utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::MAX_BATCH_EVENTS;
     use crate::event::MAX_ASIN_CHARS;
     use crate::rerank::MAX_CANDIDATES;
-    use crate::startup::MAX_BATCH_EVENTS;
 
     fn schema(name: &str) -> serde_json::Value {
         let document = serde_json::to_value(ApiDoc::openapi()).unwrap();

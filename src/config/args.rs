@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::SecretUrl;
 use crate::catalogue::CatalogueConfig;
 use crate::context::Keys;
 use crate::handoff::jetstream::JetStreamConfig;
 use crate::retry::RetryPolicy;
+use crate::secret::SecretUrl;
 use crate::writer::WriterConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/event_ingest";

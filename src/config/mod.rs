@@ -9,14 +9,15 @@ pub use args::{
     NatsArgs, RedisArgs, WriterArgs,
 };
 
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
+
+use crate::ingest::UnknownItems;
 
 use crate::api::body::BodyPace;
 use crate::context::{CategoryWeights, ContextConfig};
@@ -24,70 +25,6 @@ use crate::event::{EventRules, MetadataLimits};
 use crate::handoff::journal::{JournalConfig, SyncPolicy};
 use crate::rerank::{RerankConfig, RuleConfig};
 use crate::server::ConnectionLimits;
-
-/// A connection URL that may carry a password. Its `Debug` and `Display` show it with the
-/// password replaced by `***`; only [`SecretUrl::expose`] gives the real text, for connecting.
-#[derive(Clone)]
-pub struct SecretUrl(SecretString);
-
-impl SecretUrl {
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(SecretString::from(url.into()))
-    }
-
-    /// The URL itself, password included: for the client that connects, never for a log.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-
-    /// The URL with any password replaced, fit for logs and error messages; a comma-separated
-    /// list of URLs (a Redis Cluster's nodes) is redacted URL by URL.
-    pub fn redacted(&self) -> String {
-        self.expose()
-            .split(',')
-            .map(|url| redact(url.trim()))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
-
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparsable URL>".to_owned(),
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.redacted())
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl std::str::FromStr for SecretUrl {
-    type Err = std::convert::Infallible;
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        Ok(Self::new(url))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum UnknownItems {
-    /// Accept events for items not in the catalogue, creating the `items` row on write.
-    Create,
-    /// Answer 422 for an item the catalogue does not know.
-    Reject,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum JournalSync {
@@ -551,6 +488,7 @@ fn parse_purchased_ttl(text: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
     use clap::{Command, FromArgMatches};
+    use secrecy::ExposeSecret;
 
     fn parse(args: &[&str]) -> Result<Settings, clap::Error> {
         let command = Settings::augment_args(Command::new("serve").no_binary_name(true))

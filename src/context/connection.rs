@@ -14,7 +14,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInf
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-use crate::config::SecretUrl;
+use crate::secret::SecretUrl;
 
 /// How to reach the context's Redis.
 pub(super) enum Backend {

@@ -40,9 +40,9 @@ use breaker::{Breaker, Breakers, slot_of};
 pub use identify::Merged;
 pub use record::RECORD_SCRIPT;
 
-use crate::config::SecretUrl;
 use crate::event::{Actor, Event, EventType};
 use crate::health::Health;
+use crate::secret::SecretUrl;
 use connection::Backend;
 pub use connection::Connection;
 use record::{Job, Prepared};
@@ -468,6 +468,28 @@ impl Redis {
             }
         }
         outcome
+    }
+}
+
+/// The Redis context's metrics, its failures published at zero.
+pub fn describe_metrics() {
+    use metrics::{Unit, counter, describe_counter, describe_histogram};
+
+    describe_counter!(
+        "redis_failures_total",
+        "Redis calls that failed or were skipped, by operation and reason"
+    );
+    describe_histogram!(
+        "redis_latency_seconds",
+        Unit::Seconds,
+        "Time of a Redis call, by operation"
+    );
+
+    for operation in ["record", "load", "identify", "ping"] {
+        for reason in ["timeout", "error", "recently_failed"] {
+            counter!("redis_failures_total", "operation" => operation, "reason" => reason)
+                .increment(0);
+        }
     }
 }
 

@@ -27,8 +27,22 @@ use crate::rerank::ReRankingService;
 use crate::writer::{self, WriterHandle};
 use crate::{db, server, telemetry};
 
-/// Most events in one `POST /api/events`.
-pub const MAX_BATCH_EVENTS: usize = 500;
+/// Installs the metrics recorder, and has every component describe its metrics (once: tests
+/// build many applications in one process).
+pub fn install_metrics() {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    telemetry::metrics_handle();
+    DESCRIBED.call_once(|| {
+        api::describe_metrics();
+        crate::ingest::describe_metrics();
+        crate::context::describe_metrics();
+        crate::catalogue::describe_metrics();
+        crate::handoff::journal::describe_metrics();
+        crate::writer::describe_metrics();
+        crate::server::describe_metrics();
+        crate::health::describe_metrics();
+    });
+}
 
 /// `serve`: an API node, with its writer unless told not to.
 pub struct Application {
@@ -56,7 +70,7 @@ impl Application {
     /// or connecting to NATS in the background), starts the writer unless told not to, and
     /// binds the listener. Neither Redis nor NATS is needed to start.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        telemetry::metrics_handle();
+        install_metrics();
         tracing::info!(?settings, "starting");
         if settings.body_read_timeout_secs >= settings.request_timeout_secs {
             anyhow::bail!(
@@ -152,7 +166,7 @@ impl Application {
                 pace: settings.body_pace(),
                 max_body_bytes: settings.max_body_bytes,
                 max_batch_body_bytes: settings.max_batch_body_bytes,
-                max_batch_events: MAX_BATCH_EVENTS,
+                max_batch_events: api::MAX_BATCH_EVENTS,
                 events: settings.event_rules(),
             },
         });

@@ -23,7 +23,7 @@ impl WriterNode {
     /// Prepares PostgreSQL, connects to NATS (in the background: it may be down), starts the
     /// writer and binds the health and metrics endpoints.
     pub async fn build(settings: WriterSettings) -> anyhow::Result<Self> {
-        telemetry::metrics_handle();
+        super::install_metrics();
         tracing::info!(?settings, "starting a writer");
         let health = Health::default();
         telemetry::spawn_metrics_upkeep(&health);

@@ -430,3 +430,59 @@ fn record_written(events: usize, stored: u64, started: Instant) {
     metrics::counter!("writer_duplicates_total").increment(events as u64 - stored);
     metrics::histogram!("writer_batch_seconds").record(started.elapsed().as_secs_f64());
 }
+
+/// The writer's metrics, its counters published at zero.
+pub fn describe_metrics() {
+    use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
+
+    describe_gauge!(
+        "journal_oldest_unwritten_seconds",
+        Unit::Seconds,
+        "Age of the oldest event the writer is storing and has not stored yet"
+    );
+    describe_counter!(
+        "writer_batches_total",
+        "Batches the writer committed to PostgreSQL"
+    );
+    describe_counter!(
+        "writer_rows_total",
+        "Rows the writer inserted into interaction_logs"
+    );
+    describe_counter!(
+        "writer_duplicates_total",
+        "Events the writer delivered again that PostgreSQL already held (a replay or a retry): skipped"
+    );
+    describe_histogram!(
+        "writer_batch_seconds",
+        Unit::Seconds,
+        "Time to store one batch in PostgreSQL"
+    );
+    describe_counter!(
+        "writer_retries_total",
+        "Failed batch writes the writer retried"
+    );
+    describe_counter!(
+        "writer_failures_total",
+        "Batch writes that failed after every quick retry (retried until they land)"
+    );
+    describe_counter!(
+        "events_refused_total",
+        "Events PostgreSQL refused for their content, set aside in the journal's quarantine"
+    );
+    describe_counter!(
+        "visitor_events_attributed_total",
+        "Stored visitor events the writer attributed to a user after the visitor's identification"
+    );
+
+    for name in [
+        "visitor_events_attributed_total",
+        "writer_batches_total",
+        "writer_rows_total",
+        "writer_duplicates_total",
+        "writer_retries_total",
+        "writer_failures_total",
+        "events_refused_total",
+    ] {
+        counter!(name).increment(0);
+    }
+}

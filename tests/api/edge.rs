@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use event_ingest::config::{DemoMode, SecretUrl, Settings};
+use event_ingest::config::{DemoMode, Settings};
+use event_ingest::secret::SecretUrl;
 
 use crate::helpers::{ITEMS, RedisServer, TestApp, scrape};
 

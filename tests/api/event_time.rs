@@ -5,7 +5,7 @@
 use std::process::Stdio;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use event_ingest::config::SecretUrl;
+use event_ingest::secret::SecretUrl;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

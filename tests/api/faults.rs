@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use event_ingest::config::SecretUrl;
 use event_ingest::context::BREAKER_COOLDOWN;
+use event_ingest::secret::SecretUrl;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -239,7 +239,7 @@ async fn a_redis_that_accepts_but_never_answers_costs_only_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejecting_unknown_items_answers_503_when_the_catalogue_cannot_tell() {
     let (app, proxy) = TestApp::behind_postgres_proxy(|s| {
-        s.unknown_items = event_ingest::config::UnknownItems::Reject
+        s.unknown_items = event_ingest::ingest::UnknownItems::Reject
     })
     .await;
     let body = json!({"user_id": 4, "asin": "B0NEVERSEEN", "event_type": "view"});

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use event_ingest::config::{SecretUrl, Settings};
+use event_ingest::config::Settings;
+use event_ingest::secret::SecretUrl;
 use event_ingest::startup::Application;
 use redis::AsyncCommands;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! The happy paths of ingestion: what reaches Redis and PostgreSQL, and how.
 
 use chrono::{NaiveDateTime, Utc};
-use event_ingest::config::UnknownItems;
+use event_ingest::ingest::UnknownItems;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use uuid::Uuid;

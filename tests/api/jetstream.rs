@@ -2,7 +2,8 @@
 //! nats-server) and written from it, by the same process here (the multi-node tests are in
 //! `nodes.rs`).
 
-use event_ingest::config::{HandoffKind, SecretUrl, Settings};
+use event_ingest::config::{HandoffKind, Settings};
+use event_ingest::secret::SecretUrl;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use event_ingest::config::SecretUrl;
 use event_ingest::context::Keys;
 use event_ingest::event::{Actor, UserId};
+use event_ingest::secret::SecretUrl;
 use redis::AsyncCommands;
 use serde_json::json;
 use uuid::Uuid;

@@ -5,7 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use event_ingest::config::{SecretUrl, WriterSettings};
+use event_ingest::config::WriterSettings;
+use event_ingest::secret::SecretUrl;
 use event_ingest::startup::WriterNode;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;

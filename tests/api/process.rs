@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use event_ingest::config::SecretUrl;
+use event_ingest::secret::SecretUrl;
 use serde_json::json;
 use tokio::process::Child;
 

@@ -1,6 +1,6 @@
 //! `POST /api/rerank` through the real service: the loop the seed describes.
 
-use event_ingest::config::SecretUrl;
+use event_ingest::secret::SecretUrl;
 use serde_json::{Value, json};
 
 use crate::helpers::{DEAD_REDIS_URL, ITEMS, TestApp, eventually};

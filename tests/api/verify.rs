@@ -20,7 +20,7 @@ async fn verify_passes_against_a_healthy_service() {
             database_max_connections: 2,
         },
         redis: event_ingest::config::RedisArgs {
-            redis_url: event_ingest::config::SecretUrl::new(REDIS_URL),
+            redis_url: event_ingest::secret::SecretUrl::new(REDIS_URL),
             redis_cluster: false,
             redis_hash_tags: false,
             redis_key_prefix: app.prefix.clone(),

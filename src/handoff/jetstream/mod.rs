@@ -29,9 +29,9 @@ use tokio::sync::Notify;
 pub use consume::JetStreamSource;
 pub use publish::JetStreamHandoff;
 
-use crate::config::SecretUrl;
 use crate::event::EventType;
 use crate::health::Health;
+use crate::secret::SecretUrl;
 
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {

@@ -317,5 +317,31 @@ fn quarantine(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// The journal's metrics.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_gauge, describe_histogram};
+
+    describe_gauge!(
+        "journal_bytes",
+        Unit::Bytes,
+        "Bytes of the journal not yet released: events not yet in PostgreSQL, and appends in flight"
+    );
+    describe_histogram!(
+        "journal_write_seconds",
+        Unit::Seconds,
+        "Time of one journal write (a group of appends), before its flush"
+    );
+    describe_histogram!(
+        "journal_flush_seconds",
+        Unit::Seconds,
+        "Time of one journal flush (fdatasync)"
+    );
+    describe_histogram!(
+        "journal_rotation_seconds",
+        Unit::Seconds,
+        "Time to close a full journal segment and begin the next"
+    );
+}
+
 #[cfg(test)]
 mod tests;
