@@ -90,7 +90,7 @@ pub fn spawn_metrics_upkeep(health: &Health) {
 }
 
 /// The process's own metrics, described; each component describes its own
-/// (`crate::startup::describe_metrics` calls them all).
+/// (`startup::install_metrics` calls them all).
 pub fn describe_process_metrics() {
     metrics_process::Collector::default().describe();
 }

@@ -145,7 +145,7 @@ async fn fill_journal(args: JournalArgs) -> anyhow::Result<()> {
                 let body = random_event(&mut rng, args.users, &args.asins, EventIds::TimeOrdered);
                 let event =
                     Event::from_value(body, &EventRules::default(), Arrival::at(now)).unwrap();
-                serde_json::to_vec(&event).unwrap()
+                event_ingest::handoff::journal::binary::encode(&event)
             })
             .collect();
         pending.push(journal.append(payloads)?);

@@ -2,13 +2,12 @@
 //!
 //! Every rule of docs/ARCHITECTURE.md ("The event") lives here, one idea a file: the values
 //! ([`values`]), the event time ([`time`]), the metadata ([`metadata`]), the request's wire form
-//! ([`wire`]), an identification ([`identity`]) and the hand-off's JSON record ([`record`]). A
-//! value of [`Event`] cannot hold an invalid user id, ASIN, event type or metadata, so no later
-//! stage checks them again.
+//! ([`wire`]) and an identification ([`identity`]). A value of [`Event`] cannot hold an invalid
+//! user id, ASIN, event type or metadata, so no later stage checks them again. How an event is
+//! written down in a hand-off is the hand-off's own (`crate::handoff`).
 
 mod identity;
 mod metadata;
-mod record;
 mod time;
 mod values;
 mod wire;
@@ -28,7 +27,6 @@ pub(crate) use wire::{Dropped, ElementsSeed, FieldName, Id, Item, ObjectFields, 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -50,11 +48,7 @@ impl Default for EventRules {
 }
 
 /// An accepted interaction, as it travels through the pipeline.
-///
-/// Its record in the hand-off is its JSON ([`EventRecord`]): the fields below, with the actor as
-/// `user_id` (a user, as before visitors existed) or `anonymous_id` (a visitor).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "record::EventRecord")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// The idempotency key: the client's, or one the service assigned (UUIDv7, time-ordered).
     pub event_id: Uuid,

@@ -2,7 +2,7 @@
 //!
 //! - [`Handoff`], what the request path feeds: an event is acknowledged only once the hand-off
 //!   says it is durable;
-//! - [`Source`], what the writer reads: batches of encoded events, each confirmed
+//! - [`Source`], what the writer reads: batches of records, decoded by the source, each confirmed
 //!   ([`Source::commit`]) only after PostgreSQL has committed it.
 //!
 //! Two implementations, side by side: [`journal`], an append-only log on the node's own disk (the
@@ -10,17 +10,17 @@
 //! and every writer (for several machines). A new one (Kafka, say) is a new module implementing
 //! both traits; neither the request path nor the writer changes.
 //!
-//! Events travel through the stream as their JSON ([`encode`]), a public interface, and through
-//! the journal in a binary form of its own ([`binary`]); visitors' identifications as JSON in
-//! both ([`encode_identity`]). [`decode`] reads all three. docs/ARCHITECTURE.md describes them.
+//! Each hand-off writes and reads its own records: events travel through the stream as their
+//! JSON ([`json`]), a public interface, and through the journal in a binary form of its own
+//! ([`journal::binary`]); visitors' identifications as JSON in both. docs/ARCHITECTURE.md
+//! describes them.
 
-pub mod binary;
 pub mod jetstream;
 pub mod journal;
+pub mod json;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -97,25 +97,6 @@ impl HandoffState {
     }
 }
 
-/// An event as JSON: the stream's messages, and what is set aside for a person to read.
-pub fn encode(event: &Event) -> Vec<u8> {
-    // Room for a record without metadata (some 230 bytes) and the metadata: one allocation.
-    let metadata = event.metadata.as_ref().map_or(0, |m| m.as_json().len());
-    let mut record = Vec::with_capacity(320 + metadata);
-    serde_json::to_writer(&mut record, event).expect("an event always serializes");
-    record
-}
-
-/// What an identification travels as: its JSON under the key `identify`, which no event has.
-pub fn encode_identity(identity: &Identity) -> Vec<u8> {
-    serde_json::to_vec(&IdentifyRecord { identify: identity }).expect("an identity serializes")
-}
-
-#[derive(Serialize)]
-struct IdentifyRecord<'a> {
-    identify: &'a Identity,
-}
-
 /// What a record of the hand-off holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -123,47 +104,80 @@ pub enum Record {
     Identity(Identity),
 }
 
-/// Why a record of the hand-off could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error(transparent)]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Binary(#[from] binary::DecodeError),
-}
-
-/// Decodes a record of the hand-off: an event in the journal's binary form, an event as JSON, or
-/// (starting as [`encode_identity`] starts) an identification.
-pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-    #[derive(serde::Deserialize)]
-    struct Identify {
-        identify: Identity,
-    }
-    if bytes.first() == Some(&binary::FORMAT) {
-        Ok(Record::Event(binary::decode(bytes)?))
-    } else if bytes.starts_with(IDENTIFY_PREFIX) {
-        Ok(serde_json::from_slice::<Identify>(bytes).map(|r| Record::Identity(r.identify))?)
-    } else {
-        Ok(serde_json::from_slice(bytes).map(Record::Event)?)
-    }
-}
-
-const IDENTIFY_PREFIX: &[u8] = b"{\"identify\":";
-
-/// A batch the writer fetched: the encoded events, and what confirms them.
+/// A batch the writer fetched: its records, decoded by the source, what could not be decoded
+/// (to set aside with the batch), and what confirms them.
 pub struct Fetched<R> {
-    pub records: Vec<Bytes>,
+    pub records: Vec<Record>,
+    pub undecodable: Vec<SetAside>,
     pub receipt: R,
 }
 
-/// Something the writer cannot store, to keep for a person: undecodable bytes, or an event
+impl<R> Fetched<R> {
+    /// Decodes each payload with `decode`; a payload that is no record is set aside.
+    pub fn decode<'a, E: std::fmt::Display>(
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+        decode: impl Fn(&[u8]) -> Result<Record, E>,
+        receipt: R,
+    ) -> Self {
+        let mut records = Vec::new();
+        let mut undecodable = Vec::new();
+        for (i, payload) in payloads.into_iter().enumerate() {
+            match decode(payload) {
+                Ok(record) => records.push(record),
+                Err(error) => {
+                    tracing::error!(%error, "a record of the hand-off is not an event; setting it aside");
+                    undecodable.push(SetAside {
+                        name: format!("undecodable-{}-{i}", chrono::Utc::now().timestamp_millis()),
+                        item: Aside::Bytes(payload.to_vec()),
+                        reason: format!("not an event: {error}"),
+                    });
+                }
+            }
+        }
+        Self {
+            records,
+            undecodable,
+            receipt,
+        }
+    }
+
+    /// How many records were fetched, decoded or not.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.undecodable.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Something the writer cannot store, to keep for a person: undecodable bytes, or a record
 /// PostgreSQL refused for its content.
 #[derive(Debug, Clone)]
 pub struct SetAside {
     /// A name that identifies it (an event id, a journal position).
     pub name: String,
-    pub bytes: Vec<u8>,
+    pub item: Aside,
     pub reason: String,
+}
+
+/// What is set aside.
+#[derive(Debug, Clone)]
+pub enum Aside {
+    /// A record PostgreSQL refused: kept as its JSON, for a person (and the dead-letter
+    /// stream's consumers) to read.
+    Record(Record),
+    /// Bytes that are no record, kept as they were.
+    Bytes(Vec<u8>),
+}
+
+impl Aside {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Aside::Record(record) => json::encode_record(record),
+            Aside::Bytes(bytes) => bytes.clone(),
+        }
+    }
 }
 
 /// What the writer reads from.

@@ -387,7 +387,7 @@ mod tests {
     fn metadata_with_whitespace_from_the_stream_is_still_an_object() {
         let record = br#"{"event_id":"019ac9a2-5bd4-7c51-a2f0-5d6a3f1c2b10","user_id":7,"asin":"B0","event_type":"view","metadata": { "a" : 1 } ,"received_at":"2026-11-29T07:12:01Z"}"#;
         let empty = br#"{"event_id":"019ac9a2-5bd4-7c51-a2f0-5d6a3f1c2b10","user_id":7,"asin":"B0","event_type":"view","metadata":{ },"received_at":"2026-11-29T07:12:01Z"}"#;
-        let event = |bytes: &[u8]| match crate::handoff::decode(bytes) {
+        let event = |bytes: &[u8]| match crate::handoff::json::decode(bytes) {
             Ok(crate::handoff::Record::Event(event)) => event,
             _ => panic!("not an event"),
         };

@@ -29,7 +29,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::catalogue::Catalogue;
 use crate::event::{Event, Identity};
-use crate::handoff::{Fetched, Record, SetAside, Source};
+use crate::handoff::{Aside, Fetched, Record, SetAside, Source};
 use crate::health::Health;
 use crate::retry::RetryPolicy;
 use batch::{BatchError, BatchWriter};
@@ -208,8 +208,8 @@ impl<S: Source> Writer<S> {
                 () = self.source.ready(), if fetch => {
                     let (max, linger) = (self.config.batch_size, self.config.batch_interval);
                     if let Some(fetched) = self.source.next(max, linger, &mut self.stopping).await {
-                        behind = fetched.records.len() >= max;
-                        in_flight.push_back(self.spawn(decode(fetched), Duration::ZERO));
+                        behind = fetched.len() >= max;
+                        in_flight.push_back(self.spawn(batch(fetched), Duration::ZERO));
                     }
                 }
                 outcome = oldest => {
@@ -268,26 +268,17 @@ impl<S: Source> Writer<S> {
     }
 }
 
-/// Decodes the fetched records; those that are neither events nor identifications are set aside
-/// with the batch.
-fn decode<R>(fetched: Fetched<R>) -> Batch<R> {
+/// Sorts the fetched records into events and identifications, for the batch.
+fn batch<R>(fetched: Fetched<R>) -> Batch<R> {
     let mut events = Vec::with_capacity(fetched.records.len());
     let mut identities = Vec::new();
-    let mut undecodable = Vec::new();
-    for (i, record) in fetched.records.iter().enumerate() {
-        match crate::handoff::decode(record) {
-            Ok(Record::Event(event)) => events.push(event),
-            Ok(Record::Identity(identity)) => identities.push(identity),
-            Err(error) => {
-                tracing::error!(%error, "a record of the hand-off is not an event; setting it aside");
-                undecodable.push(SetAside {
-                    name: format!("undecodable-{}-{i}", Utc::now().timestamp_millis()),
-                    bytes: record.to_vec(),
-                    reason: format!("not an event: {error}"),
-                });
-            }
+    for record in fetched.records {
+        match record {
+            Record::Event(event) => events.push(event),
+            Record::Identity(identity) => identities.push(identity),
         }
     }
+    let undecodable = fetched.undecodable;
     let oldest = events
         .iter()
         .map(|e| e.received_at)
@@ -350,7 +341,7 @@ impl Storer {
                     .iter()
                     .map(|identity| SetAside {
                         name: format!("identify-{}", identity.anonymous_id),
-                        bytes: crate::handoff::encode_identity(identity),
+                        item: Aside::Record(Record::Identity(identity.clone())),
                         reason: format!("PostgreSQL refused it: {error}"),
                     })
                     .collect()
@@ -412,7 +403,7 @@ impl Storer {
                     metrics::counter!("events_refused_total").increment(1);
                     refused.push(SetAside {
                         name: format!("refused-{}", event.event_id),
-                        bytes: crate::handoff::encode(event),
+                        item: Aside::Record(Record::Event(event.clone())),
                         reason: format!("PostgreSQL refused it: {error}"),
                     });
                 }

@@ -155,13 +155,16 @@ impl Source for JetStreamSource {
         if redelivered > 0 {
             metrics::counter!("jetstream_redelivered_total").increment(redelivered as u64);
         }
-        Some(Fetched {
-            records: messages.iter().map(|m| m.payload.clone()).collect(),
-            receipt: Receipt {
-                _keep_alive: keep_alive(messages.clone(), self.jetstream.config.ack_wait),
-                messages,
-            },
-        })
+        let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_ref()).collect();
+        let receipt = Receipt {
+            _keep_alive: keep_alive(messages.clone(), self.jetstream.config.ack_wait),
+            messages: messages.clone(),
+        };
+        Some(Fetched::decode(
+            payloads,
+            crate::handoff::json::decode,
+            receipt,
+        ))
     }
 
     /// What this writer holds already: a message taken while waiting, or delivered and not yet
@@ -192,7 +195,7 @@ impl Source for JetStreamSource {
         let subject = self.jetstream.config.dead_letter_subject();
         loop {
             let message = PublishMessage::build()
-                .payload(item.bytes.clone().into())
+                .payload(item.item.to_bytes().into())
                 .message_id(format!("dead-{}", item.name))
                 .header("Dead-Letter-Reason", one_line(&item.reason).as_str());
             let published = match self

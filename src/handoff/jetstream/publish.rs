@@ -10,7 +10,8 @@ use futures::future::BoxFuture;
 
 use super::{JetStream, NotReady};
 use crate::event::{Event, Identity};
-use crate::handoff::{Handoff, HandoffError, HandoffState, Pending, encode, encode_identity};
+use crate::handoff::json::{encode, encode_identity};
+use crate::handoff::{Handoff, HandoffError, HandoffState, Pending};
 
 /// Publishes accepted events to the stream.
 #[derive(Clone)]

@@ -13,6 +13,7 @@
 //! (group commit); see [`appender`].
 
 mod appender;
+pub mod binary;
 pub mod reader;
 pub mod record;
 mod recovery;
@@ -59,6 +60,25 @@ pub struct JournalConfig {
     /// Size at which a segment is closed and the next one begun.
     pub segment_bytes: u64,
     pub sync: SyncPolicy,
+}
+
+/// Why a record of the journal could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Binary(#[from] binary::DecodeError),
+}
+
+/// Decodes a record of the journal: an event in the binary form; or as JSON, an identification,
+/// or an event an older build journaled.
+pub fn decode(payload: &[u8]) -> Result<crate::handoff::Record, DecodeError> {
+    if payload.first() == Some(&binary::FORMAT) {
+        Ok(crate::handoff::Record::Event(binary::decode(payload)?))
+    } else {
+        Ok(crate::handoff::json::decode(payload)?)
+    }
 }
 
 /// How long a failed write keeps the journal from being ready, unless a write succeeds first.

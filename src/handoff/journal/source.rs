@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
@@ -26,7 +25,7 @@ impl Handoff for Journal {
     fn submit(&self, events: &[&Event]) -> Result<Pending, HandoffError> {
         let payloads = events
             .iter()
-            .map(|event| crate::handoff::binary::encode(event))
+            .map(|event| super::binary::encode(event))
             .collect();
         let pending = self.append(payloads)?;
         Ok(pending
@@ -35,7 +34,7 @@ impl Handoff for Journal {
     }
 
     fn submit_identity(&self, identity: &Identity) -> Result<Pending, HandoffError> {
-        let pending = self.append(vec![crate::handoff::encode_identity(identity)])?;
+        let pending = self.append(vec![crate::handoff::json::encode_identity(identity)])?;
         Ok(pending
             .map(|outcome| outcome.map_err(HandoffError::from))
             .boxed())
@@ -113,13 +112,11 @@ impl Source for JournalSource {
             }
         }
         let receipt = records.last()?.end;
-        Some(Fetched {
-            records: records
-                .into_iter()
-                .map(|record| Bytes::from(record.payload))
-                .collect(),
+        Some(Fetched::decode(
+            records.iter().map(|record| record.payload.as_slice()),
+            super::decode,
             receipt,
-        })
+        ))
     }
 
     fn has_backlog(&mut self) -> bool {
@@ -138,7 +135,7 @@ impl Source for JournalSource {
     async fn set_aside(&self, item: SetAside) {
         let note = serde_json::json!({
             "reason": item.reason,
-            "bytes": String::from_utf8_lossy(&item.bytes),
+            "bytes": String::from_utf8_lossy(&item.item.to_bytes()),
         });
         let bytes = note.to_string().into_bytes();
         loop {

@@ -1,9 +1,9 @@
 //! The journal's own form of an event: a fixed binary layout, written on the request path and
 //! read by the writer for a fraction of what JSON costs (the writer's decode 6,460 → 1,600
 //! instructions, the request path's encode some 4,000 → a few hundred: bench/README.md,
-//! "Instructions per event"). The JetStream messages stay JSON ([`super::encode`]): other consumers read them. The
-//! journal is the node's own, and it reads both: records written as JSON before this form existed
-//! (starting with `{`) are decoded as JSON.
+//! "Instructions per event"). The JetStream messages stay JSON ([`crate::handoff::json`]): other
+//! consumers read them. The journal is the node's own, and it reads both: records written as JSON
+//! before this form existed (starting with `{`) are decoded as JSON ([`super::decode`]).
 //!
 //! Layout (integers little-endian):
 //!
@@ -221,7 +221,7 @@ mod tests {
     fn an_event_without_ts_round_trips_without_it() {
         // As decoded from a JSON record written before `ts` existed.
         let json = br#"{"event_id":"019ac9a2-5bd4-7c51-a2f0-5d6a3f1c2b10","user_id":7,"asin":"B1","event_type":"click","metadata":null,"received_at":"2026-11-29T07:12:01.123456789Z"}"#;
-        let Ok(super::super::Record::Event(old)) = super::super::decode(json) else {
+        let Ok(crate::handoff::Record::Event(old)) = crate::handoff::journal::decode(json) else {
             panic!("not an event");
         };
         assert_eq!(old.ts, None);
