@@ -32,9 +32,46 @@ use crate::event::{Event, Identity};
 use crate::handoff::{Aside, Fetched, Record, SetAside, Source};
 use crate::health::Health;
 use crate::retry::RetryPolicy;
-use batch::{BatchError, BatchWriter};
+pub use batch::BatchError;
+use batch::BatchWriter;
 
 mod batch;
+#[cfg(test)]
+mod tests;
+
+/// Where the writer stores batches: PostgreSQL ([`BatchWriter`]); the writer's own tests give
+/// it one in memory. An error says whether it is passing ([`BatchError::is_data_error`]).
+pub trait Store: Send + Sync + 'static {
+    /// Stores `events`, each once; returns how many were new. `thorough` is a retry's.
+    fn write(
+        &self,
+        events: &[Event],
+        thorough: bool,
+    ) -> impl Future<Output = Result<u64, BatchError>> + Send;
+
+    /// Attributes the identified visitors' stored events to their users; returns how many rows.
+    fn attribute(
+        &self,
+        identities: &[Identity],
+    ) -> impl Future<Output = Result<u64, BatchError>> + Send;
+}
+
+impl Store for BatchWriter {
+    fn write(
+        &self,
+        events: &[Event],
+        thorough: bool,
+    ) -> impl Future<Output = Result<u64, BatchError>> + Send {
+        BatchWriter::write(self, events, thorough)
+    }
+
+    fn attribute(
+        &self,
+        identities: &[Identity],
+    ) -> impl Future<Output = Result<u64, BatchError>> + Send {
+        BatchWriter::attribute(self, identities)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
@@ -119,12 +156,23 @@ pub fn start<S: Source>(
     config: WriterConfig,
     health: &Health,
 ) -> WriterHandle {
+    let store = BatchWriter::new(pool, catalogue, config.known_users);
+    start_with(store, source, config, health)
+}
+
+/// [`start`], storing into `store`.
+fn start_with<S: Source, T: Store>(
+    store: T,
+    source: S,
+    config: WriterConfig,
+    health: &Health,
+) -> WriterHandle {
     let (stop, stopping) = watch::channel(false);
     let status = WriterStatus::default();
     let writer = Writer {
         status: status.clone(),
         storer: Arc::new(Storer {
-            batches: BatchWriter::new(pool, catalogue, config.known_users),
+            batches: store,
             retry: config.retry,
         }),
         source,
@@ -143,17 +191,17 @@ pub fn start<S: Source>(
 /// batch (the last fetch came back full: a backlog to catch up on), one at a time while the
 /// writer keeps up. Two transactions at once cost PostgreSQL a quarter more CPU per row on a
 /// busy machine (bench/README.md), which only catching up is worth.
-struct Writer<S: Source> {
+struct Writer<S: Source, T: Store> {
     status: WriterStatus,
-    storer: Arc<Storer>,
+    storer: Arc<Storer<T>>,
     source: S,
     config: WriterConfig,
     stopping: watch::Receiver<bool>,
 }
 
 /// Writes one batch until it is stored; shared by the batches in flight.
-struct Storer {
-    batches: BatchWriter,
+struct Storer<T: Store> {
+    batches: T,
     retry: RetryPolicy,
 }
 
@@ -174,7 +222,7 @@ struct InFlight<R> {
     task: AbortOnDropHandle<Vec<SetAside>>,
 }
 
-impl<S: Source> Writer<S> {
+impl<S: Source, T: Store> Writer<S, T> {
     async fn run(mut self) {
         let mut in_flight: VecDeque<InFlight<S::Receipt>> = VecDeque::new();
         let mut behind = false;
@@ -293,7 +341,7 @@ fn batch<R>(fetched: Fetched<R>) -> Batch<R> {
     }
 }
 
-impl Storer {
+impl<T: Store> Storer<T> {
     /// Writes the batch, retrying passing failures until it is stored; returns the events
     /// PostgreSQL refused for their content, to set aside.
     async fn write_until_stored(&self, events: &[Event]) -> Vec<SetAside> {
@@ -352,14 +400,14 @@ impl Storer {
     /// Runs `attempt` until it succeeds or PostgreSQL refuses the data itself (the error
     /// returned), retrying passing failures with the retry policy's delays; `attempt` is told
     /// whether this is a retry (`thorough`).
-    async fn until_done<T, F>(
+    async fn until_done<V, F>(
         &self,
         what: &'static str,
         items: usize,
         mut attempt: impl FnMut(bool) -> F,
-    ) -> Result<T, BatchError>
+    ) -> Result<V, BatchError>
     where
-        F: Future<Output = Result<T, BatchError>>,
+        F: Future<Output = Result<V, BatchError>>,
     {
         let mut tries = 0;
         loop {
