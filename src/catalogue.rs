@@ -50,6 +50,17 @@ pub struct CatalogueConfig {
     pub timeout: Duration,
 }
 
+impl Default for CatalogueConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            ttl: Duration::from_secs(300),
+            miss_ttl: Duration::from_secs(30),
+            timeout: Duration::from_millis(100),
+        }
+    }
+}
+
 type Entry = Option<Arc<ItemInfo>>;
 
 /// Why the catalogue could not answer.

@@ -9,6 +9,12 @@ use sqlx::{PgPool, Postgres};
 
 use crate::secret::SecretUrl;
 
+/// Where PostgreSQL is unless told otherwise; the database is created if missing.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/event_ingest";
+
+/// PostgreSQL connections unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+
 /// The migrations in `migrations/`, built into the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

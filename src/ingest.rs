@@ -21,9 +21,10 @@ use crate::handoff::{Handoff, HandoffError};
 use crate::telemetry::Throttle;
 
 /// What to do with events for items the catalogue does not know (`--unknown-items`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum UnknownItems {
     /// Accept events for items not in the catalogue, creating the `items` row on write.
+    #[default]
     Create,
     /// Answer 422 for an item the catalogue does not know.
     Reject,

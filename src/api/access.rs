@@ -70,7 +70,7 @@ pub struct AccessControl {
     trust_forwarded_for: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AccessConfig {
     /// Write keys: `KEY` or `KEY@ORIGIN|ORIGIN`.
     pub api_keys: Vec<SecretString>,
@@ -82,6 +82,21 @@ pub struct AccessConfig {
     pub trust_forwarded_for: bool,
     /// Most client addresses the per-address limiter remembers.
     pub max_addresses: usize,
+}
+
+impl Default for AccessConfig {
+    /// No keys, no rate limits; bursts of 100 once limits are set; 100,000 addresses remembered.
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            server_keys: Vec::new(),
+            per_key_per_second: 0,
+            per_address_per_second: 0,
+            burst: 100,
+            trust_forwarded_for: false,
+            max_addresses: 100_000,
+        }
+    }
 }
 
 impl AccessControl {

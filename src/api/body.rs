@@ -50,6 +50,22 @@ pub struct BodyPace {
     pub min_bytes_per_sec: u64,
 }
 
+impl Default for BodyPace {
+    /// Whole within 10 s; after its first second, 1 KiB a second or faster.
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            min_bytes_per_sec: 1024,
+        }
+    }
+}
+
+/// Largest body of `POST /api/event` and `POST /api/identify` unless told otherwise.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest body of `POST /api/events` and `POST /api/rerank` unless told otherwise.
+pub const DEFAULT_MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
+
 /// How long a body may take before its rate is held to [`BodyPace::min_bytes_per_sec`].
 pub const PACE_GRACE: Duration = Duration::from_secs(1);
 

@@ -16,6 +16,12 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::ApiError;
 
+/// Requests worked on at once unless told otherwise.
+pub const DEFAULT_MAX_CONCURRENT: usize = 1024;
+
+/// How long a request may take, its body included, unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
 #[derive(Clone)]
 pub struct RequestLimits {
     permits: Arc<Semaphore>,

@@ -94,6 +94,9 @@ impl Default for ContextConfig {
     }
 }
 
+/// Where Redis is unless told otherwise.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 /// The default of `--purchased-ttl`.
 pub const DEFAULT_PURCHASED_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 

@@ -38,6 +38,23 @@ pub struct RerankConfig {
     pub purchased_remove: bool,
 }
 
+impl Default for RerankConfig {
+    /// Every rule on: the intent boost at 0.3, the recent penalty at 0.5, purchases demoted by
+    /// 1.0.
+    fn default() -> Self {
+        let on = |weight| RuleConfig {
+            enabled: true,
+            weight,
+        };
+        Self {
+            intent_boost: on(0.3),
+            recent_penalty: on(0.5),
+            purchased: on(1.0),
+            purchased_remove: false,
+        }
+    }
+}
+
 impl RerankConfig {
     /// The enabled rules, in the order they are applied (the order does not change the result:
     /// each rule's change is computed from the original score and summed).

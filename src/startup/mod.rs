@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::api::access::{AccessConfig, AccessControl};
-use crate::api::limits::RequestLimits;
+use crate::api::access::AccessControl;
 use crate::api::{self, App, Edge, Limits, Vitals};
 use crate::catalogue::Catalogue;
 use crate::config::{DemoMode, HandoffKind, Settings, WriterMode};
@@ -72,18 +71,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         install_metrics();
         tracing::info!(?settings, "starting");
-        if settings.body_read_timeout_secs >= settings.request_timeout_secs {
-            anyhow::bail!(
-                "--body-read-timeout-secs ({}) must be shorter than --request-timeout-secs ({}): the request's timeout covers its body too, and a slow body is to be answered 408, not 503",
-                settings.body_read_timeout_secs,
-                settings.request_timeout_secs
-            );
-        }
-        if settings.writer_mode == WriterMode::Off && settings.handoff == HandoffKind::Journal {
-            anyhow::bail!(
-                "--writer off needs --handoff jetstream: a node's journal is written by that node's own writer"
-            );
-        }
+        settings.check()?;
         let health = Health::default();
         telemetry::spawn_metrics_upkeep(&health);
         let database = &settings.database;
@@ -119,16 +107,7 @@ impl Application {
             }
         };
 
-        if !settings.redis.redis_cluster && settings.redis.redis_url.expose().contains(',') {
-            anyhow::bail!(
-                "REDIS_URL holds several URLs ({}): several URLs are a Redis Cluster's nodes, which need REDIS_CLUSTER=true; a single Redis takes one URL",
-                settings.redis.redis_url
-            );
-        }
-        let context_config = settings.context();
-        if context_config.keys.hash_tags && context_config.keys.prefix.contains(['{', '}']) {
-            anyhow::bail!("--redis-key-prefix must hold no braces with hash-tagged keys");
-        }
+        let context_config = settings.context.config(settings.redis.keys());
         let context = ContextStore::new(
             &settings.redis.redis_url,
             settings.redis.redis_cluster,
@@ -139,7 +118,11 @@ impl Application {
         if let Err(error) = context.ping().await {
             tracing::warn!(%error, "Redis is unreachable; serving without the realtime context until it is back");
         }
-        let rerank = ReRankingService::new(context.clone(), catalogue.clone(), &settings.rerank());
+        let rerank = ReRankingService::new(
+            context.clone(),
+            catalogue.clone(),
+            &settings.rerank.config(),
+        );
         let vitals = Vitals {
             pool,
             health: health.clone(),
@@ -149,32 +132,29 @@ impl Application {
         };
         api::watch_dependencies(&vitals);
         let state = Arc::new(App {
-            work: RequestLimits::new(
-                settings.max_concurrent_requests,
-                Duration::from_secs(settings.request_timeout_secs),
-            ),
+            work: settings.edge.request_limits(),
             ingest: Ingest {
                 catalogue,
                 context,
                 handoff: handoff.clone(),
-                unknown_items: settings.unknown_items,
+                unknown_items: settings.events.unknown_items,
                 accepted: AcceptedCounters::default(),
             },
             rerank: Arc::new(rerank),
             vitals,
             limits: Limits {
-                pace: settings.body_pace(),
-                max_body_bytes: settings.max_body_bytes,
-                max_batch_body_bytes: settings.max_batch_body_bytes,
+                pace: settings.edge.body_pace(),
+                max_body_bytes: settings.edge.max_body_bytes,
+                max_batch_body_bytes: settings.edge.max_batch_body_bytes,
                 max_batch_events: api::MAX_BATCH_EVENTS,
-                events: settings.event_rules(),
+                events: settings.events.rules(),
             },
         });
         Ok(Self {
             node: Node {
                 listener: bind(settings.host, settings.port).await?,
                 router: api::router(state, edge(&settings, &health)?),
-                limits: settings.connection_limits(),
+                limits: settings.edge.connection_limits(),
                 shutdown_timeout: settings.shutdown_timeout(),
                 handoff,
                 writer,
@@ -216,8 +196,8 @@ fn open_journal(
     settings: &Settings,
     health: &Health,
 ) -> anyhow::Result<(Journal, crate::handoff::journal::JournalReader)> {
-    let dir = settings.journal_dir.display().to_string();
-    let (journal, reader, recovery) = Journal::open(settings.journal(), health)
+    let dir = settings.journal.journal_dir.display().to_string();
+    let (journal, reader, recovery) = Journal::open(settings.journal.config(), health)
         .with_context(|| format!("could not open the journal at {dir}"))?;
     if recovery.records > 0 || recovery.torn_bytes > 0 || !recovery.quarantined.is_empty() {
         tracing::info!(
@@ -293,15 +273,7 @@ impl Node {
 /// The API's edge from the settings: limits, CORS, keys, rate limits, the demo. Warns where the
 /// keys leave something open that an operator may not expect.
 fn edge(settings: &Settings, health: &Health) -> anyhow::Result<Edge> {
-    let access = AccessControl::new(&AccessConfig {
-        api_keys: settings.api_keys.clone(),
-        server_keys: settings.server_keys.clone(),
-        per_key_per_second: settings.rate_limit_per_key,
-        per_address_per_second: settings.rate_limit_per_ip,
-        burst: settings.rate_limit_burst,
-        trust_forwarded_for: settings.trust_forwarded_for,
-        max_addresses: settings.rate_limit_max_addresses,
-    })?;
+    let access = AccessControl::new(&settings.edge.access())?;
     if access.reads_closed() {
         tracing::warn!(
             "API_KEYS is set and SERVER_KEYS is not: /api/rerank and the context routes refuse every request (403 server_key_required) until a server key is configured in SERVER_KEYS; write keys only send events"
@@ -313,7 +285,7 @@ fn edge(settings: &Settings, health: &Health) -> anyhow::Result<Edge> {
             "listening beyond this machine with no API key: anyone who reaches it may send events, identify visitors, re-rank and read every user's context and purchases; set API_KEYS (for pages) and SERVER_KEYS (for servers)"
         );
     }
-    let demo = match settings.demo {
+    let demo = match settings.edge.demo {
         DemoMode::On => true,
         DemoMode::Off => false,
         DemoMode::Auto => access.is_open(),
@@ -331,7 +303,7 @@ fn edge(settings: &Settings, health: &Health) -> anyhow::Result<Edge> {
     }
     Ok(Edge {
         access,
-        cors_origins: settings.cors_origins.clone(),
+        cors_origins: settings.edge.cors_origins.clone(),
         demo,
     })
 }

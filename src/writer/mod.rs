@@ -85,6 +85,19 @@ pub struct WriterConfig {
     pub retry: RetryPolicy,
 }
 
+impl Default for WriterConfig {
+    /// Batches of up to 5,000 events or 50 ms, two at once while behind.
+    fn default() -> Self {
+        Self {
+            batch_size: 5_000,
+            batch_interval: Duration::from_millis(50),
+            parallel_batches: 2,
+            known_users: 100_000,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
 /// The writer's name in the health registry.
 pub const COMPONENT: &str = "writer";
 

@@ -179,10 +179,10 @@ async fn a_thousand_trickling_clients_hold_no_place_of_the_cap() {
     // Slow bodies kept open for as long as the deadline allows (no minimum rate), and no cap
     // per address: every one of them is a connection reading a body.
     let app = TestApp::spawn_with(|s| {
-        s.body_min_bytes_per_sec = 0;
-        s.body_read_timeout_secs = 60;
-        s.request_timeout_secs = 120;
-        s.max_connections_per_address = 0;
+        s.edge.body_min_bytes_per_sec = 0;
+        s.edge.body_read_timeout_secs = 60;
+        s.edge.request_timeout_secs = 120;
+        s.edge.max_connections_per_address = 0;
     })
     .await;
     let address = app.address.trim_start_matches("http://").to_owned();
@@ -207,10 +207,10 @@ async fn a_thousand_trickling_clients_hold_no_place_of_the_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_may_hold_only_so_many_connections_and_others_still_get_in() {
     let app = TestApp::spawn_with(|s| {
-        s.body_min_bytes_per_sec = 0;
-        s.body_read_timeout_secs = 60;
-        s.request_timeout_secs = 120;
-        s.max_connections_per_address = 100;
+        s.edge.body_min_bytes_per_sec = 0;
+        s.edge.body_read_timeout_secs = 60;
+        s.edge.request_timeout_secs = 120;
+        s.edge.max_connections_per_address = 100;
     })
     .await;
     let address = app.address.trim_start_matches("http://").to_owned();
@@ -253,7 +253,7 @@ async fn one_address_may_hold_only_so_many_connections_and_others_still_get_in()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_made_up_visitors_purchases_live_as_long_as_their_context() {
-    let app = TestApp::spawn_with(|s| s.context_ttl_secs = 600).await;
+    let app = TestApp::spawn_with(|s| s.context.context_ttl_secs = 600).await;
     let event = json!({"anonymous_id": "made-up-1", "asin": ITEMS[3].0, "event_type": "purchase"});
     assert_eq!(app.post("/api/event", &event).await.0, 200);
     let mut redis = app.redis().await;
@@ -272,9 +272,9 @@ async fn a_made_up_visitors_purchases_live_as_long_as_their_context() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_keys_spend_the_addresss_rate_limit() {
     let app = TestApp::spawn_with(|s| {
-        s.api_keys = vec!["the-key".into()];
-        s.rate_limit_per_ip = 5;
-        s.rate_limit_burst = 5;
+        s.edge.api_keys = vec!["the-key".into()];
+        s.edge.rate_limit_per_ip = 5;
+        s.edge.rate_limit_burst = 5;
     })
     .await;
     let event = json!({"user_id": 1, "asin": ITEMS[0].0, "event_type": "view"});

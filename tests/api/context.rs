@@ -36,7 +36,7 @@ async fn an_unknown_user_has_an_empty_context_and_a_bad_id_is_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_context_expires_after_its_ttl() {
-    let app = TestApp::spawn_with(|s| s.context_ttl_secs = 1).await;
+    let app = TestApp::spawn_with(|s| s.context.context_ttl_secs = 1).await;
     assert_eq!(app.post_event(9, ITEMS[0].0, "view").await, 200);
     assert_eq!(
         app.get("/api/users/9/context").await.1["recent_items"],

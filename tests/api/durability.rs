@@ -116,7 +116,11 @@ async fn json_records_left_in_the_journal_by_an_older_build_are_stored() {
             let payload = serde_json::to_vec(record).unwrap();
             event_ingest::handoff::journal::record::encode(&payload, &mut segment).unwrap();
         }
-        std::fs::write(settings.journal_dir.join(format!("{:020}.log", 0)), segment).unwrap();
+        std::fs::write(
+            settings.journal.journal_dir.join(format!("{:020}.log", 0)),
+            segment,
+        )
+        .unwrap();
     })
     .await;
     assert_eq!(app.post_event(3, ITEMS[2].0, "click").await, 200);

@@ -38,7 +38,7 @@ async fn start_slow_post(app: &TestApp) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_too_slow_with_its_headers_is_disconnected() {
-    let app = TestApp::spawn_with(|s| s.header_read_timeout_secs = 1).await;
+    let app = TestApp::spawn_with(|s| s.edge.header_read_timeout_secs = 1).await;
     let mut stream = connect(&app).await;
     stream
         .write_all(b"POST /api/event HTTP/1.1\r\nhost: x\r\n")
@@ -54,7 +54,7 @@ async fn a_client_too_slow_with_its_headers_is_disconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_arrive_gets_408_in_our_format() {
-    let app = TestApp::spawn_with(|s| s.body_read_timeout_secs = 1).await;
+    let app = TestApp::spawn_with(|s| s.edge.body_read_timeout_secs = 1).await;
     let mut stream = start_slow_post(&app).await;
     let answer = read_to_close(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
@@ -122,9 +122,9 @@ async fn read_context(app: &TestApp) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_over_the_time_limit_gets_503() {
     let (app, redis) = with_own_redis(|s| {
-        s.request_timeout_secs = 2;
-        s.body_read_timeout_secs = 1;
-        s.redis_timeout_ms = 10_000;
+        s.edge.request_timeout_secs = 2;
+        s.edge.body_read_timeout_secs = 1;
+        s.context.redis_timeout_ms = 10_000;
     })
     .await;
     redis.pause(5_000).await;
@@ -144,8 +144,8 @@ async fn work_over_the_time_limit_gets_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_concurrency_cap_are_shed_with_503() {
     let (app, redis) = with_own_redis(|s| {
-        s.max_concurrent_requests = 1;
-        s.redis_timeout_ms = 10_000;
+        s.edge.max_concurrent_requests = 1;
+        s.context.redis_timeout_ms = 10_000;
     })
     .await;
     let app = std::sync::Arc::new(app);
@@ -208,8 +208,8 @@ async fn a_trickled_body_gets_408_within_seconds_however_often_it_sends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_must_arrive_whole_within_its_deadline_however_fast_it_trickles() {
     let app = TestApp::spawn_with(|s| {
-        s.body_read_timeout_secs = 2;
-        s.body_min_bytes_per_sec = 0;
+        s.edge.body_read_timeout_secs = 2;
+        s.edge.body_min_bytes_per_sec = 0;
     })
     .await;
     let mut stream = start_slow_post(&app).await;
@@ -282,7 +282,8 @@ async fn cors_by_default_allows_local_development_origins_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_follows_the_configured_allow_list() {
     let app =
-        TestApp::spawn_with(|s| s.cors_origins = vec!["https://shop.example".to_owned()]).await;
+        TestApp::spawn_with(|s| s.edge.cors_origins = vec!["https://shop.example".to_owned()])
+            .await;
     let allowed = preflight(&app, "https://shop.example").await;
     assert_eq!(
         allowed.headers()["access-control-allow-origin"],
@@ -311,7 +312,7 @@ async fn post_with(app: &TestApp, key: Option<&str>, origin: Option<&str>) -> (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_are_required_when_configured_and_may_be_bound_to_origins() {
     let app = TestApp::spawn_with(|s| {
-        s.api_keys = vec![
+        s.edge.api_keys = vec![
             "any-origin".into(),
             "browser-key@https://shop.example".into(),
         ];
@@ -347,9 +348,9 @@ async fn api_keys_are_required_when_configured_and_may_be_bound_to_origins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after_per_key_and_per_address() {
     let app = TestApp::spawn_with(|s| {
-        s.api_keys = vec!["a".into(), "b".into()];
-        s.rate_limit_per_key = 1;
-        s.rate_limit_burst = 2;
+        s.edge.api_keys = vec!["a".into(), "b".into()];
+        s.edge.rate_limit_per_key = 1;
+        s.edge.rate_limit_burst = 2;
     })
     .await;
     let statuses: Vec<u16> =
@@ -389,8 +390,8 @@ async fn rate_limits_answer_429_with_retry_after_per_key_and_per_address() {
     );
 
     let by_address = TestApp::spawn_with(|s| {
-        s.rate_limit_per_ip = 1;
-        s.rate_limit_burst = 1;
+        s.edge.rate_limit_per_ip = 1;
+        s.edge.rate_limit_burst = 1;
     })
     .await;
     assert_eq!(post_with(&by_address, None, None).await.0, 200);
@@ -399,9 +400,9 @@ async fn rate_limits_answer_429_with_retry_after_per_key_and_per_address() {
     // Behind a proxy: the address is the last X-Forwarded-For entry, the one the proxy wrote;
     // what the client put before it does not buy a new budget.
     let proxied = TestApp::spawn_with(|s| {
-        s.rate_limit_per_ip = 1;
-        s.rate_limit_burst = 1;
-        s.trust_forwarded_for = true;
+        s.edge.rate_limit_per_ip = 1;
+        s.edge.rate_limit_burst = 1;
+        s.edge.trust_forwarded_for = true;
     })
     .await;
     let from = |forwarded: &'static str| {
@@ -484,7 +485,7 @@ async fn the_demo_is_served_unless_turned_off() {
         .collect();
     assert!(categories.len() >= 3, "{products}");
 
-    let off = TestApp::spawn_with(|s| s.demo = DemoMode::Off).await;
+    let off = TestApp::spawn_with(|s| s.edge.demo = DemoMode::Off).await;
     assert_eq!(off.get("/demo/products").await.0, 404);
     let page = off
         .http

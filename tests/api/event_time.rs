@@ -77,7 +77,10 @@ async fn a_client_clock_an_hour_fast_stores_the_true_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_time_in_the_future_is_clamped_and_one_too_old_refused_naming_timestamp() {
-    let app = TestApp::spawn_with(|s| s.max_event_age = std::time::Duration::from_secs(3600)).await;
+    let app = TestApp::spawn_with(|s| {
+        s.events.max_event_age = event_ingest::config::Human(std::time::Duration::from_secs(3600))
+    })
+    .await;
     let event_id = Uuid::new_v4();
     let body = json!({
         "user_id": 2, "asin": ITEMS[0].0, "event_type": "view", "event_id": event_id,

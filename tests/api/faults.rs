@@ -115,7 +115,7 @@ async fn a_failed_catalogue_lookup_still_gives_an_enriched_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_journal_answers_503_with_retry_after_and_keeps_what_it_accepted() {
-    let (app, proxy) = TestApp::behind_postgres_proxy(|s| s.journal_max_bytes = 4096).await;
+    let (app, proxy) = TestApp::behind_postgres_proxy(|s| s.journal.journal_max_bytes = 4096).await;
     // Warm the catalogue cache, then stop the writer's progress.
     assert_eq!(app.post_event(51, ITEMS[0].0, "view").await, 200);
     app.wait_for_rows(1).await;
@@ -215,7 +215,7 @@ async fn a_redis_that_accepts_but_never_answers_costs_only_the_timeout() {
     let timeout = Duration::from_millis(300);
     let app = TestApp::spawn_with(|s| {
         s.redis.redis_url = SecretUrl::new(format!("redis://{address}"));
-        s.redis_timeout_ms = timeout.as_millis() as u64;
+        s.context.redis_timeout_ms = timeout.as_millis() as u64;
     })
     .await;
     // The catalogue cache warmed first, so that only Redis is timed.
@@ -239,7 +239,7 @@ async fn a_redis_that_accepts_but_never_answers_costs_only_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejecting_unknown_items_answers_503_when_the_catalogue_cannot_tell() {
     let (app, proxy) = TestApp::behind_postgres_proxy(|s| {
-        s.unknown_items = event_ingest::ingest::UnknownItems::Reject
+        s.events.unknown_items = event_ingest::ingest::UnknownItems::Reject
     })
     .await;
     let body = json!({"user_id": 4, "asin": "B0NEVERSEEN", "event_type": "view"});

@@ -134,12 +134,12 @@ pub fn test_settings(
     settings.database.database_url = SecretUrl::new(&database.url);
     settings.redis.redis_url = SecretUrl::new(REDIS_URL);
     settings.redis.redis_key_prefix = prefix.0.clone();
-    settings.journal_dir = journal.path().to_path_buf();
+    settings.journal.journal_dir = journal.path().to_path_buf();
     settings.port = 0;
     settings.writer.batch_interval_ms = 10;
     // A debug build on a busy machine can miss the default 50 ms, and the context would then be
     // skipped (by design); tests that read it need it written. Fault tests set their own.
-    settings.redis_timeout_ms = 1000;
+    settings.context.redis_timeout_ms = 1000;
     settings.writer.retry_base_ms = 20;
     settings.writer.retry_parked_ms = 200;
     settings.shutdown_timeout_secs = 10;

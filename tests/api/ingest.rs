@@ -52,7 +52,7 @@ async fn every_event_type_is_stored_once_enriched_with_its_receive_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_items_are_newest_first_capped_and_expiring_and_categories_add_up() {
-    let app = TestApp::spawn_with(|s| s.recent_items_cap = 3).await;
+    let app = TestApp::spawn_with(|s| s.context.recent_items_cap = 3).await;
     let sequence = [
         ITEMS[0].0, ITEMS[1].0, ITEMS[2].0, BARE_ITEM, ITEMS[3].0, ITEMS[0].0,
     ];
@@ -132,7 +132,7 @@ async fn unknown_items_and_users_are_created_so_the_foreign_keys_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_items_are_rejected_with_422_when_so_configured() {
-    let app = TestApp::spawn_with(|s| s.unknown_items = UnknownItems::Reject).await;
+    let app = TestApp::spawn_with(|s| s.events.unknown_items = UnknownItems::Reject).await;
     let body = json!({"user_id": 3, "asin": "B0NOTINCAT", "event_type": "view"});
     let (status, answer) = app.post("/api/event", &body).await;
     assert_eq!(status, 422);

@@ -62,8 +62,8 @@ fn code(answer: &Value) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_key_with_a_forged_origin_cannot_read_a_context_or_rerank_and_a_server_key_can() {
     let app = TestApp::spawn_with(|s| {
-        s.api_keys = vec![format!("{WRITE_KEY}@{SHOP}").into()];
-        s.server_keys = vec![SERVER_KEY.into()];
+        s.edge.api_keys = vec![format!("{WRITE_KEY}@{SHOP}").into()];
+        s.edge.server_keys = vec![SERVER_KEY.into()];
     })
     .await;
     let event = json!({"user_id": 42, "asin": ITEMS[0].0, "event_type": "purchase"});
@@ -98,8 +98,8 @@ async fn a_write_key_with_a_forged_origin_cannot_read_a_context_or_rerank_and_a_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_key_identifies_without_seeing_the_users_context_and_a_server_key_sees_it() {
     let app = TestApp::spawn_with(|s| {
-        s.api_keys = vec![WRITE_KEY.into()];
-        s.server_keys = vec![SERVER_KEY.into()];
+        s.edge.api_keys = vec![WRITE_KEY.into()];
+        s.edge.server_keys = vec![SERVER_KEY.into()];
     })
     .await;
     // User 1's history, which the holder of the public key wants to read.
@@ -134,7 +134,7 @@ async fn a_write_key_identifies_without_seeing_the_users_context_and_a_server_ke
 async fn write_keys_without_a_server_key_refuse_every_read() {
     // The configuration the README recommended before server keys existed.
     let app =
-        TestApp::spawn_with(|s| s.api_keys = vec![format!("{WRITE_KEY}@{SHOP}").into()]).await;
+        TestApp::spawn_with(|s| s.edge.api_keys = vec![format!("{WRITE_KEY}@{SHOP}").into()]).await;
     for (method, path, body) in reads() {
         let (status, answer) = call(&app, method, path, Some(WRITE_KEY), body).await;
         assert_eq!(
@@ -151,9 +151,9 @@ async fn write_keys_without_a_server_key_refuse_every_read() {
 async fn with_keys_the_demo_is_off_unless_asked_for() {
     let keyed = |demo| {
         move |s: &mut event_ingest::config::Settings| {
-            s.api_keys = vec![WRITE_KEY.into()];
-            s.server_keys = vec![SERVER_KEY.into()];
-            s.demo = demo;
+            s.edge.api_keys = vec![WRITE_KEY.into()];
+            s.edge.server_keys = vec![SERVER_KEY.into()];
+            s.edge.demo = demo;
         }
     };
     let auto = TestApp::spawn_with(keyed(DemoMode::Auto)).await;

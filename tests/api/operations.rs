@@ -19,7 +19,8 @@ use crate::process::Service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_journal_takes_the_node_out_of_rotation_until_postgres_drains_it() {
-    let (app, proxy) = TestApp::behind_postgres_proxy(|s| s.journal_max_bytes = 64 * 1024).await;
+    let (app, proxy) =
+        TestApp::behind_postgres_proxy(|s| s.journal.journal_max_bytes = 64 * 1024).await;
     proxy.cut();
     let mut accepted = 0;
     loop {
@@ -216,7 +217,7 @@ async fn a_crash_after_a_drain_re_delivers_nothing_and_one_under_load_only_what_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_background_task_is_a_component_the_registry_watches() {
-    let app = TestApp::spawn_with(|s| s.rate_limit_per_ip = 100).await;
+    let app = TestApp::spawn_with(|s| s.edge.rate_limit_per_ip = 100).await;
     let (_, ready) = app.get("/health/ready").await;
     for component in [
         "journal-appender",

@@ -32,7 +32,7 @@ fn order(answer: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_lift_their_category_and_lower_the_clicked_items_until_the_context_expires() {
-    let app = TestApp::spawn_with(|s| s.context_ttl_secs = 2).await;
+    let app = TestApp::spawn_with(|s| s.context.context_ttl_secs = 2).await;
     let (status, before) = app.post("/api/rerank", &candidates()).await;
     assert_eq!(status, 200);
     assert_eq!(order(&before), [BOOK, CHARGER, LEGO, PHONE, CASE]);
@@ -147,7 +147,7 @@ fn reasons_of<'a>(answer: &'a Value, asin: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bought_item_is_demoted_and_remembered_beyond_the_context() {
-    let app = TestApp::spawn_with(|s| s.context_ttl_secs = 2).await;
+    let app = TestApp::spawn_with(|s| s.context.context_ttl_secs = 2).await;
     assert_eq!(app.post_event(100, LEGO, "purchase").await, 200);
     let (_, answer) = app.post("/api/rerank", &candidates()).await;
     assert_eq!(
@@ -188,7 +188,7 @@ async fn a_bought_item_is_demoted_and_remembered_beyond_the_context() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_purchased_remove_a_bought_item_leaves_the_list() {
-    let app = TestApp::spawn_with(|s| s.rerank_purchased_remove = true).await;
+    let app = TestApp::spawn_with(|s| s.rerank.rerank_purchased_remove = true).await;
     assert_eq!(app.post_event(100, BOOK, "purchase").await, 200);
     let (_, answer) = app.post("/api/rerank", &candidates()).await;
     assert_eq!(order(&answer), [CHARGER, LEGO, PHONE, CASE], "{answer}");
@@ -201,7 +201,7 @@ async fn with_purchased_remove_a_bought_item_leaves_the_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn category_weights_count_a_purchase_more_than_a_view() {
     let app = TestApp::spawn_with(|s| {
-        s.category_weights = "view=1,purchase=5,click=0".parse().unwrap();
+        s.context.category_weights = "view=1,purchase=5,click=0".parse().unwrap();
     })
     .await;
     assert_eq!(app.post_event(7, PHONE, "view").await, 200);
@@ -219,7 +219,7 @@ async fn category_weights_count_a_purchase_more_than_a_view() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_distinct_recent_list_moves_an_item_seen_again_to_the_front() {
     let seed = TestApp::spawn().await;
-    let distinct = TestApp::spawn_with(|s| s.recent_items_distinct = true).await;
+    let distinct = TestApp::spawn_with(|s| s.context.recent_items_distinct = true).await;
     for app in [&seed, &distinct] {
         for asin in [PHONE, BOOK, PHONE] {
             assert_eq!(app.post_event(8, asin, "view").await, 200);

@@ -195,7 +195,7 @@ async fn identify_merges_the_context_and_attributes_the_visitors_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_of_lists_at_the_largest_cap_keeps_them_whole() {
-    let app = TestApp::spawn_with(|s| s.recent_items_cap = 10_000).await;
+    let app = TestApp::spawn_with(|s| s.context.recent_items_cap = 10_000).await;
     let mut redis = app.redis().await;
     let visitor: Vec<String> = (0..9_000).map(|i| format!("V{i}")).collect();
     let user: Vec<String> = (0..2_000).map(|i| format!("U{i}")).collect();

@@ -55,6 +55,29 @@ pub struct JetStreamConfig {
     pub max_ack_pending: i64,
 }
 
+/// Where NATS is unless told otherwise.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl Default for JetStreamConfig {
+    /// The stream `EVENTS` on subjects `events.<event_type>`, one copy, kept 7 days or 10 GiB;
+    /// the writers' consumer `writers`.
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::new(DEFAULT_NATS_URL),
+            stream: "EVENTS".to_owned(),
+            subject_prefix: "events".to_owned(),
+            replicas: 1,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 10 << 30,
+            duplicate_window: Duration::from_secs(120),
+            ack_timeout: Duration::from_millis(2_000),
+            consumer: "writers".to_owned(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 20_000,
+        }
+    }
+}
+
 impl JetStreamConfig {
     pub fn subject(&self, event_type: EventType) -> String {
         format!("{}.{}", self.subject_prefix, event_type.as_str())

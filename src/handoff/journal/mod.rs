@@ -93,6 +93,21 @@ pub enum NotTaking {
     Failing(#[source] Arc<io::Error>),
 }
 
+impl Default for JournalConfig {
+    /// `data/journal`, 1 GiB at most, segments of 16 MiB, flushed before every acknowledgement.
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("data/journal"),
+            max_bytes: 1 << 30,
+            segment_bytes: 16 << 20,
+            sync: SyncPolicy::Always,
+        }
+    }
+}
+
+/// The flush interval under [`SyncPolicy::Interval`] unless told otherwise.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(10);
+
 /// A place in the journal: a segment and a byte offset in it. Positions order as the records do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
