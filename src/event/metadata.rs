@@ -220,3 +220,90 @@ fn number_end(bytes: &[u8], start: usize) -> Result<usize, InvalidEvent> {
     }
     Ok(i)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// The metadata of an event whose body holds `metadata` as this text.
+    fn metadata_of(text: &str, limits: &MetadataLimits) -> Result<Option<String>, InvalidEvent> {
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(text).unwrap();
+        Metadata::from_raw(Some(raw), limits).map(|m| m.map(|m| m.as_json().to_owned()))
+    }
+
+    #[test]
+    fn metadata_limits_hold() {
+        let limits = MetadataLimits {
+            max_bytes: 64,
+            max_depth: 2,
+            max_keys: 3,
+        };
+        let check = |v: Value| metadata_of(&v.to_string(), &limits);
+        assert!(check(json!({"a": {"b": 1}})).is_ok());
+        assert!(check(json!({"a": {"b": {"c": 1}}})).is_err());
+        assert!(check(json!({"a": [[1]]})).is_err());
+        assert!(check(json!({"a": 1, "b": 2, "c": 3, "d": 4})).is_err());
+        assert!(check(json!({"a": "x".repeat(64)})).is_err());
+        assert_eq!(check(Value::Null), Ok(None));
+        // The size is the compact size: whitespace does not count against it.
+        let spaced = format!("{{ \"a\" :\n  \"{}\" }}", "x".repeat(50));
+        assert_eq!(
+            metadata_of(&spaced, &limits).unwrap().unwrap(),
+            format!("{{\"a\":\"{}\"}}", "x".repeat(50))
+        );
+    }
+
+    #[test]
+    fn metadata_numbers_are_kept_exactly_as_sent() {
+        let limits = MetadataLimits::default();
+        for text in [
+            r#"{"big":123456789012345678901234567890}"#,
+            r#"{"tiny":1e-400}"#,
+            r#"{"price":19.90,"neg":-0,"e":1E+5}"#,
+            r#"{"deep":{"list":[1.50,{"x":2.000}]}}"#,
+            r#"{"escaped":"a\u00e9\ud83d\ude00 \"b\"","key with space":1}"#,
+        ] {
+            assert_eq!(metadata_of(text, &limits).unwrap().as_deref(), Some(text));
+        }
+        assert_eq!(
+            metadata_of("{ \"a\" : [ 1 , 2 ] , \"s\" : \" x y \" }", &limits)
+                .unwrap()
+                .as_deref(),
+            Some(r#"{"a":[1,2],"s":" x y "}"#)
+        );
+    }
+
+    #[test]
+    fn metadata_postgresql_cannot_store_is_refused() {
+        let limits = MetadataLimits::default();
+        for text in [
+            r#"{"a":"\u0000"}"#,
+            r#"{"\u0000":1}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+            r#"{"a":"\ud800x"}"#,
+            r#"{"a":1e1000}"#,
+            r#"{"a":1e-99999999999999999999}"#,
+        ] {
+            let error = metadata_of(text, &limits).unwrap_err();
+            assert_eq!(error.field, "metadata", "{text}");
+        }
+        assert!(metadata_of(r#"{"a":1e999}"#, &limits).is_ok());
+        assert!(
+            metadata_of(r#"{"a":"\\u0000"}"#, &limits).is_ok(),
+            "an escaped backslash"
+        );
+        for (text, kind) in [
+            ("[1]", "an array"),
+            ("\"x\"", "a string"),
+            ("true", "a boolean"),
+            ("1", "a number"),
+        ] {
+            let error = metadata_of(text, &limits).unwrap_err();
+            assert!(error.message.ends_with(kind), "{text}: {}", error.message);
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! ([`values`]), the event time ([`time`]), the metadata ([`metadata`]), the request's wire form
 //! ([`wire`]) and an identification ([`identity`]). A value of [`Event`] cannot hold an invalid
 //! user id, ASIN, event type or metadata, so no later stage checks them again. How an event is
-//! written down in a hand-off is the hand-off's own (`crate::handoff`).
+//! written down in a hand-off is the hand-off's own.
 
 mod identity;
 mod metadata;

@@ -117,3 +117,118 @@ pub(crate) fn optional_time(
         Some(value) => parse_time(field, value).map(Some),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::{Event, EventRules, InvalidEvent};
+
+    fn field_of(value: serde_json::Value) -> (&'static str, &'static str) {
+        let error: InvalidEvent =
+            Event::from_value(value, &EventRules::default(), Arrival::now()).unwrap_err();
+        (error.code, error.field)
+    }
+
+    fn time(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    fn received(text: &str) -> Arrival {
+        Arrival::at(time(text))
+    }
+
+    const WEEK: Duration = DEFAULT_MAX_EVENT_AGE;
+
+    #[test]
+    fn without_a_timestamp_the_event_time_is_the_time_of_receipt() {
+        let arrival = received("2026-11-29T12:00:00Z");
+        let event = Event::from_value(
+            json!({"user_id": 1, "asin": "A", "event_type": "view", "sent_at": "2020-01-01T00:00:00Z"}),
+            &EventRules::default(),
+            arrival,
+        )
+        .unwrap();
+        assert_eq!(event.ts(), arrival.received_at);
+    }
+
+    #[test]
+    fn a_clock_an_hour_fast_is_corrected_by_sent_at() {
+        // The client's clock reads 13:00 when the true time is 12:00; the event happened five
+        // minutes before it was sent.
+        let arrival = received("2026-11-29T12:00:00.250Z");
+        let ts = arrival
+            .event_time(
+                Some(time("2026-11-29T12:55:00Z")),
+                Some(time("2026-11-29T13:00:00Z")),
+                WEEK,
+            )
+            .unwrap();
+        assert_eq!(ts, time("2026-11-29T11:55:00.250Z"));
+        // Alone, the timestamp is taken as it is.
+        let ts = arrival
+            .event_time(Some(time("2026-11-29T11:00:00+01:00")), None, WEEK)
+            .unwrap();
+        assert_eq!(ts, time("2026-11-29T10:00:00Z"));
+    }
+
+    #[test]
+    fn a_time_in_the_future_is_clamped_to_the_time_of_receipt() {
+        let arrival = received("2026-11-29T12:00:00Z");
+        let within = time("2026-11-29T12:00:05Z");
+        assert_eq!(arrival.event_time(Some(within), None, WEEK), Ok(within));
+        for (timestamp, sent_at) in [
+            ("2026-11-29T12:00:11Z", None),
+            ("2027-01-01T00:00:00Z", Some("2026-11-29T12:00:00Z")),
+            ("2026-11-29T11:00:00Z", Some("2026-11-29T10:00:00Z")),
+        ] {
+            let ts = arrival.event_time(Some(time(timestamp)), sent_at.map(time), WEEK);
+            assert_eq!(ts, Ok(arrival.received_at), "{timestamp} sent {sent_at:?}");
+        }
+        let beyond_the_calendar = arrival.event_time(
+            Some(DateTime::<Utc>::MAX_UTC),
+            Some(DateTime::<Utc>::MIN_UTC),
+            WEEK,
+        );
+        assert_eq!(beyond_the_calendar, Ok(arrival.received_at));
+    }
+
+    #[test]
+    fn a_time_older_than_the_limit_is_refused_naming_timestamp() {
+        let arrival = received("2026-11-29T12:00:00Z");
+        let oldest = time("2026-11-22T12:00:00Z");
+        assert_eq!(arrival.event_time(Some(oldest), None, WEEK), Ok(oldest));
+        for (timestamp, sent_at) in [
+            (time("2026-11-22T11:59:59Z"), None),
+            (
+                time("2026-11-29T11:00:00Z"),
+                Some(time("2026-12-07T00:00:00Z")),
+            ),
+            (DateTime::<Utc>::MIN_UTC, Some(DateTime::<Utc>::MAX_UTC)),
+            (time("2026-11-29T11:00:00Z"), Some(DateTime::<Utc>::MAX_UTC)),
+        ] {
+            let error = arrival
+                .event_time(Some(timestamp), sent_at, WEEK)
+                .unwrap_err();
+            assert_eq!((error.code, error.field), ("invalid_field", "timestamp"));
+            assert!(
+                error.message.contains("--max-event-age"),
+                "{}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn time_fields_must_be_rfc_3339() {
+        let base = json!({"user_id": 1, "asin": "A", "event_type": "view"});
+        for field in ["timestamp", "sent_at"] {
+            for bad in [json!("yesterday"), json!(1764417600), json!("2026-11-29")] {
+                let mut value = base.clone();
+                value[field] = bad;
+                assert_eq!(field_of(value), ("invalid_field", field));
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The hand-off's JSON records: the JetStream messages (a public interface, described in
 //! docs/ARCHITECTURE.md), visitors' identifications in both hand-offs, the events an older build
 //! journaled as JSON, and what is set aside for a person to read. The journal's own form of an
-//! event is binary ([`super::journal::binary`]).
+//! event is binary, in the journal's module.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
