@@ -287,7 +287,6 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
                 .await;
             (g, flags)
         });
-    let mut calls: futures::stream::FuturesUnordered<_> = calls.collect();
 
     // Which job each update belongs to, where each job's updates begin, and how many calls each
     // job still waits for.
@@ -310,7 +309,7 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
     }
     let mut applied: Vec<Result<bool, ContextError>> = Vec::with_capacity(updates.len());
     applied.resize_with(updates.len(), || Err(ContextError::Closed));
-    while let Some((g, outcome)) = calls.next().await {
+    let mut settle = |g: usize, outcome: Result<Vec<i64>, ContextError>| {
         let group = &groups[g].1;
         for (n, &i) in group.iter().enumerate() {
             applied[i] = match &outcome {
@@ -328,6 +327,17 @@ async fn apply(redis: &Redis, round: Vec<Job>) {
                     .collect();
                 let _ = reply.send(answer);
             }
+        }
+    };
+    if groups.len() == 1 {
+        // A single Redis: one call, no set of futures to poll.
+        let mut calls = calls;
+        let (g, outcome) = calls.next().expect("one group").await;
+        settle(g, outcome);
+    } else {
+        let mut calls: futures::stream::FuturesUnordered<_> = calls.collect();
+        while let Some((g, outcome)) = calls.next().await {
+            settle(g, outcome);
         }
     }
 }
