@@ -185,10 +185,20 @@ impl AccessControl {
         if self.keys.is_empty() {
             return Ok(None);
         }
-        let provided = headers
-            .get(API_KEY_HEADER)
-            .ok_or(ApiError::MissingApiKey)?
-            .as_bytes();
+        let provided = provided_key(headers).ok_or(ApiError::MissingApiKey)?;
+        self.authenticate_key(&provided, headers)
+    }
+
+    /// The configured key `provided` is (compared in constant time with every one), if it may
+    /// be used from the request's origin; none when no key is configured.
+    fn authenticate_key(
+        &self,
+        provided: &[u8],
+        headers: &HeaderMap,
+    ) -> Result<Option<&ApiKey>, ApiError> {
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
         let mut found = None;
         for key in &self.keys {
             let secret = key.secret.expose_secret().as_bytes();
@@ -227,6 +237,26 @@ impl AccessControl {
             .flatten();
         address_key(forwarded.unwrap_or(peer.ip()))
     }
+}
+
+/// The key a request carries: in `X-API-Key`, or as the user name of HTTP Basic authentication
+/// (`Authorization: Basic base64(key:)`, the way Segment's SDKs send their write key; the colon
+/// and an empty password optional).
+pub fn provided_key(headers: &HeaderMap) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    if let Some(key) = headers.get(API_KEY_HEADER) {
+        return Some(key.as_bytes().to_vec());
+    }
+    let basic = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()?;
+    let user = decoded.split(|b| *b == b':').next().unwrap_or(&[]);
+    Some(user.to_vec())
 }
 
 /// A client address as limits count it: an IPv6 client by its /64, the block one subscriber
@@ -319,7 +349,15 @@ pub struct ApiGuard {
     pub access: Arc<AccessControl>,
     /// What the guarded routes ask of a key.
     pub needs: Scope,
+    /// The key may come in the body instead (Segment's `writeKey`): a request without one in
+    /// its headers passes, and its handler checks the body's ([`BodyKey`]).
+    pub body_key: bool,
 }
+
+/// A request whose key is to be read from its body: its handler must authenticate it with
+/// [`AccessControl::admit_body_key`] before doing anything.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyKey;
 
 /// The middleware in front of every `/api` route. The handlers find the caller's [`Scope`] in
 /// the request's extensions.
@@ -329,6 +367,14 @@ pub async fn guard(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let headers = request.headers();
+    if guard.body_key && !guard.access.is_open() && provided_key(headers).is_none() {
+        if let Err(error) = guard.access.count_address(headers, peer) {
+            return error.into_response();
+        }
+        request.extensions_mut().insert(BodyKey);
+        return guard.limits.within_time(next.run(request)).await;
+    }
     match guard.access.admit(request.headers(), peer, guard.needs) {
         Ok(scope) => {
             request.extensions_mut().insert(scope);
@@ -339,6 +385,32 @@ pub async fn guard(
 }
 
 impl AccessControl {
+    /// Spends one request of the client address's rate limit; 429 past it.
+    fn count_address(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+        over_limit(&self.per_address, &self.client_address(headers, peer))
+    }
+
+    /// Authenticates the key a request's body carried (its address was counted by the guard),
+    /// for a route that `needs` a scope: 401 without one, or with a wrong one; then the key's
+    /// rate limit.
+    pub fn admit_body_key(
+        &self,
+        provided: Option<&str>,
+        headers: &HeaderMap,
+        needs: Scope,
+    ) -> Result<Scope, ApiError> {
+        let provided = provided.ok_or(ApiError::MissingApiKey)?;
+        let key = self.authenticate_key(provided.as_bytes(), headers)?;
+        let scope = key.map_or(Scope::Read, |key| key.scope);
+        if scope < needs {
+            return Err(ApiError::ServerKeyRequired);
+        }
+        if let Some(key) = key {
+            over_limit(&self.per_key, &key.name)?;
+        }
+        Ok(scope)
+    }
+
     /// Whether a request from `peer` to a route that `needs` a scope may pass: the rate limit of
     /// its address, its API key where keys are required, the key's scope, and the key's rate
     /// limit. Gives the caller's scope. The address is counted first, so that every request
@@ -349,7 +421,7 @@ impl AccessControl {
         peer: SocketAddr,
         needs: Scope,
     ) -> Result<Scope, ApiError> {
-        over_limit(&self.per_address, &self.client_address(headers, peer))?;
+        self.count_address(headers, peer)?;
         let key = self.authenticate(headers)?;
         let scope = key.map_or(Scope::Read, |key| key.scope);
         if scope < needs {

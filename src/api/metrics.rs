@@ -158,6 +158,7 @@ where
 
 /// The HTTP metrics, and what the answers say; error codes and event rejections published at zero, so that a `rate()` has a series before the first of each.
 pub fn describe_metrics() {
+    super::segment::describe_metrics();
     use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
 
     describe_counter!(

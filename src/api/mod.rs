@@ -11,6 +11,7 @@ pub mod limits;
 mod metrics;
 pub mod openapi;
 mod rerank;
+pub mod segment;
 mod users;
 
 use std::convert::Infallible;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use axum::middleware;
 use axum::response::Response;
@@ -64,6 +66,10 @@ pub type AppState = Arc<App>;
 pub struct App {
     /// The cap and the deadline of the handlers' work, once their body is read.
     pub work: RequestLimits,
+    /// Who may call: for the Segment routes' write keys, which may come in the body.
+    pub access: Arc<AccessControl>,
+    /// How Segment's messages become events.
+    pub segment: segment::SegmentConfig,
     pub ingest: Ingest,
     pub rerank: Arc<ReRankingService>,
     pub vitals: Vitals,
@@ -103,12 +109,13 @@ pub struct Edge {
 pub type HttpService = BoxCloneSyncService<Request<Body>, Response, Infallible>;
 
 pub fn router(state: AppState, edge: Edge) -> HttpService {
-    let guarded = |needs| {
+    let guarded = |needs, body_key| {
         middleware::from_fn_with_state(
             ApiGuard {
                 limits: state.work.clone(),
                 access: edge.access.clone(),
                 needs,
+                body_key,
             },
             access::guard,
         )
@@ -119,7 +126,7 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
         .route("/api/event", post(events::log_event))
         .route("/api/events", post(events::log_events))
         .route("/api/identify", post(identify::identify))
-        .route_layer(guarded(Scope::Write));
+        .route_layer(guarded(Scope::Write, false));
     let reads = Router::new()
         .route("/api/rerank", post(rerank::rerank))
         .route("/api/users/{user_id}/context", get(users::context))
@@ -127,8 +134,25 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
             "/api/visitors/{anonymous_id}/context",
             get(users::visitor_context),
         )
-        .route_layer(guarded(Scope::Read));
-    let api = writes.merge(reads);
+        .route_layer(guarded(Scope::Read, false));
+    // Segment's tracking API: writes, whose key may come in the body (`writeKey`).
+    let single = |kind| {
+        post(move |State(app): State<AppState>, request: Request<Body>| {
+            segment::single(app, request, kind)
+        })
+    };
+    let mut tracking = Router::new()
+        .route("/v1/batch", post(segment::batch))
+        .route("/v1/b", post(segment::batch))
+        .route("/v1/m", post(segment::sdk_metrics));
+    for kind in segment::Kind::ALL {
+        let name = kind.as_str();
+        tracking = tracking
+            .route(&format!("/v1/{name}"), single(kind))
+            .route(&format!("/v1/{}", &name[..1]), single(kind));
+    }
+    let tracking = tracking.route_layer(guarded(Scope::Write, true));
+    let api = writes.merge(reads).merge(tracking);
     // Only the API and the demo are capped: health checks and metrics must answer when the
     // service is busy.
     let demo = if edge.demo {
@@ -247,6 +271,8 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_headers([
             header::CONTENT_TYPE,
             header::CONTENT_ENCODING,
+            // Segment's browser SDK sends its write key as HTTP Basic authentication.
+            header::AUTHORIZATION,
             HeaderName::from_static(access::API_KEY_HEADER),
             REQUEST_ID,
         ])

@@ -9,7 +9,7 @@ mod args;
 mod serve;
 
 pub use args::{CatalogueArgs, DatabaseArgs, NatsArgs, RedisArgs, WriterArgs};
-pub use serve::{ContextArgs, EdgeArgs, EventArgs, JournalArgs, RerankArgs};
+pub use serve::{ContextArgs, EdgeArgs, EventArgs, JournalArgs, RerankArgs, SegmentArgs};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -117,6 +117,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub rerank: RerankArgs,
+
+    #[command(flatten)]
+    pub segment: SegmentArgs,
 }
 
 impl Settings {
@@ -318,9 +321,27 @@ mod tests {
             ("--context-ttl-secs", "31536001"),
             ("--purchased-ttl", "11y"),
             ("--purchased-ttl", "0s"),
+            ("--segment-events", "Add to Cart=like"),
+            ("--segment-events", "no pair"),
         ] {
             assert!(parse(&[flag, value]).is_err(), "{flag} {value}");
         }
+    }
+
+    #[test]
+    fn segment_events_map_names_to_event_types() {
+        let settings = parse(&[
+            "--segment-events",
+            "Add to Cart=add_to_cart, Quick View = view",
+        ])
+        .unwrap();
+        let config = settings.segment.config();
+        assert_eq!(
+            config.events["Add to Cart"],
+            crate::event::EventType::AddToCart
+        );
+        assert_eq!(config.events["Quick View"], crate::event::EventType::View);
+        assert!(parse(&[]).unwrap().segment.config().events.is_empty());
     }
 
     #[test]

@@ -13,8 +13,9 @@ use super::{DemoMode, Human, JournalSync, bytes_up_to, parse_purchased_ttl, secr
 use crate::api::access::AccessConfig;
 use crate::api::body::{self, BodyPace};
 use crate::api::limits;
+use crate::api::segment::{ItemId, SegmentConfig};
 use crate::context::{CategoryWeights, ContextConfig, Keys};
-use crate::event::{DEFAULT_MAX_EVENT_AGE, EventRules, MetadataLimits};
+use crate::event::{DEFAULT_MAX_EVENT_AGE, EventRules, EventType, MetadataLimits};
 use crate::handoff::journal::{DEFAULT_SYNC_INTERVAL, JournalConfig, SyncPolicy};
 use crate::ingest::UnknownItems;
 use crate::rerank::{RerankConfig, RuleConfig};
@@ -367,5 +368,51 @@ impl RerankArgs {
             purchased: rule(self.rerank_purchased, self.rerank_purchased_weight),
             purchased_remove: self.rerank_purchased_remove,
         }
+    }
+}
+
+/// Segment's tracking API: how its messages become events.
+#[derive(Debug, Clone, Args)]
+pub struct SegmentArgs {
+    /// Track names of the shop's own and the event each is, comma-separated:
+    /// `Add to Cart=add_to_cart,Quick View=view`. The E-commerce Spec's names need none.
+    #[arg(long, env = "SEGMENT_EVENTS", default_value = "")]
+    pub segment_events: SegmentEvents,
+
+    /// Which property names the item when a product has both `product_id` and `sku`.
+    #[arg(long, env = "SEGMENT_ITEM_ID", value_enum, default_value_t = ItemId::default())]
+    pub segment_item_id: ItemId,
+}
+
+impl SegmentArgs {
+    pub fn config(&self) -> SegmentConfig {
+        SegmentConfig {
+            events: self.segment_events.0.iter().cloned().collect(),
+            item_id: self.segment_item_id,
+        }
+    }
+}
+
+/// `--segment-events`: `Name=event_type` pairs, comma-separated.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentEvents(pub Vec<(String, EventType)>);
+
+impl std::str::FromStr for SegmentEvents {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, kind) = pair
+                    .rsplit_once('=')
+                    .ok_or_else(|| format!("{pair:?} is not Name=event_type"))?;
+                let kind = EventType::parse(kind.trim()).ok_or_else(|| {
+                    format!("{kind:?} is not one of view, click, add_to_cart, purchase, rate")
+                })?;
+                Ok((name.trim().to_owned(), kind))
+            })
+            .collect::<Result<_, _>>()
+            .map(SegmentEvents)
     }
 }

@@ -44,7 +44,7 @@ pub struct Metadata(Box<RawValue>);
 impl Metadata {
     /// The metadata of a request, from the text of its `metadata` field as the client wrote it
     /// (valid JSON, without whitespace around it); `null` is none.
-    pub(super) fn from_raw(
+    pub(crate) fn from_raw(
         raw: Option<Box<RawValue>>,
         limits: &MetadataLimits,
     ) -> Result<Option<Self>, InvalidEvent> {

@@ -131,8 +131,11 @@ impl Application {
             writer: writer.as_ref().map(WriterHandle::status),
         };
         api::watch_dependencies(&vitals);
+        let edge = edge(&settings, &health)?;
         let state = Arc::new(App {
             work: settings.edge.request_limits(),
+            access: edge.access.clone(),
+            segment: settings.segment.config(),
             ingest: Ingest {
                 catalogue,
                 context,
@@ -153,7 +156,7 @@ impl Application {
         Ok(Self {
             node: Node {
                 listener: bind(settings.host, settings.port).await?,
-                router: api::router(state, edge(&settings, &health)?),
+                router: api::router(state, edge),
                 limits: settings.edge.connection_limits(),
                 shutdown_timeout: settings.shutdown_timeout(),
                 handoff,
