@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::RwLock;
@@ -352,6 +352,8 @@ pub struct ApiGuard {
     /// The key may come in the body instead (Segment's `writeKey`): a request without one in
     /// its headers passes, and its handler checks the body's ([`BodyKey`]).
     pub body_key: bool,
+    /// How a refusal is worded (Segment's routes word errors their way).
+    pub render: fn(ApiError) -> Response,
 }
 
 /// A request whose key is to be read from its body: its handler must authenticate it with
@@ -370,7 +372,7 @@ pub async fn guard(
     let headers = request.headers();
     if guard.body_key && !guard.access.is_open() && provided_key(headers).is_none() {
         if let Err(error) = guard.access.count_address(headers, peer) {
-            return error.into_response();
+            return (guard.render)(error);
         }
         request.extensions_mut().insert(BodyKey);
         return guard.limits.within_time(next.run(request)).await;
@@ -380,7 +382,7 @@ pub async fn guard(
             request.extensions_mut().insert(scope);
             guard.limits.within_time(next.run(request)).await
         }
-        Err(error) => error.into_response(),
+        Err(error) => (guard.render)(error),
     }
 }
 

@@ -23,7 +23,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use axum::middleware;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sqlx::PgPool;
 use tower::ServiceBuilder;
@@ -109,24 +109,26 @@ pub struct Edge {
 pub type HttpService = BoxCloneSyncService<Request<Body>, Response, Infallible>;
 
 pub fn router(state: AppState, edge: Edge) -> HttpService {
-    let guarded = |needs, body_key| {
+    let guarded = |needs, body_key, render| {
         middleware::from_fn_with_state(
             ApiGuard {
                 limits: state.work.clone(),
                 access: edge.access.clone(),
                 needs,
                 body_key,
+                render,
             },
             access::guard,
         )
     };
+    let ours: fn(ApiError) -> Response = IntoResponse::into_response;
     // What a write key (the one a page carries) may call, and what takes a server key: what
     // the service knows of a user.
     let writes = Router::new()
         .route("/api/event", post(events::log_event))
         .route("/api/events", post(events::log_events))
         .route("/api/identify", post(identify::identify))
-        .route_layer(guarded(Scope::Write, false));
+        .route_layer(guarded(Scope::Write, false, ours));
     let reads = Router::new()
         .route("/api/rerank", post(rerank::rerank))
         .route("/api/users/{user_id}/context", get(users::context))
@@ -134,7 +136,7 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
             "/api/visitors/{anonymous_id}/context",
             get(users::visitor_context),
         )
-        .route_layer(guarded(Scope::Read, false));
+        .route_layer(guarded(Scope::Read, false, ours));
     // Segment's tracking API: writes, whose key may come in the body (`writeKey`).
     let single = |kind| {
         post(move |State(app): State<AppState>, request: Request<Body>| {
@@ -151,7 +153,7 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
             .route(&format!("/v1/{name}"), single(kind))
             .route(&format!("/v1/{}", &name[..1]), single(kind));
     }
-    let tracking = tracking.route_layer(guarded(Scope::Write, true));
+    let tracking = tracking.route_layer(guarded(Scope::Write, true, segment::refusal));
     let api = writes.merge(reads).merge(tracking);
     // Only the API and the demo are capped: health checks and metrics must answer when the
     // service is busy.

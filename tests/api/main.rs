@@ -19,6 +19,7 @@ mod nodes;
 mod operations;
 mod process;
 mod rerank;
+mod segment;
 mod validation;
 mod verify;
 mod visitors;

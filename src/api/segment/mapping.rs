@@ -418,16 +418,15 @@ impl Template<'_> {
     }
 }
 
-/// A review's rating as a number: the Spec writes it as a string.
+/// A review's rating as a number (the Spec writes it as a string), as it was written: `"5"` is
+/// 5, `"4.5"` 4.5.
 fn rating(value: &Value) -> Option<String> {
-    let number = match value {
-        Value::Number(number) => number.as_f64()?,
-        Value::String(text) => text.trim().parse::<f64>().ok()?,
+    let number: serde_json::Number = match value {
+        Value::Number(number) => number.clone(),
+        Value::String(text) => serde_json::from_str(text.trim()).ok()?,
         _ => return None,
     };
-    number
-        .is_finite()
-        .then(|| serde_json::Number::from_f64(number).map(|n| n.to_string()))?
+    Some(number.to_string())
 }
 
 fn present(value: Option<&Value>) -> Option<&Value> {

@@ -53,6 +53,11 @@ impl IntoResponse for Answer {
     }
 }
 
+/// A refusal at the edge (a key, a rate limit), worded as Segment's API words it.
+pub fn refusal(error: ApiError) -> Response {
+    Answer(Err(error)).into_response()
+}
+
 /// `POST /v1/batch`, `/v1/b`.
 pub async fn batch(State(app): State<AppState>, request: Request) -> Answer {
     Answer(take(&app, request, None).await)
