@@ -27,6 +27,10 @@ pub enum ApiError {
     /// 400, as it is the transport that is broken, not the content.
     #[error("the body could not be decompressed: {0}")]
     Undecodable(String),
+    /// A body that is JSON but not what the route takes, where the route's protocol says 400
+    /// (Segment's): `invalid_body`.
+    #[error("{0}")]
+    BadRequest(String),
     /// A body whose framing is broken (a chunked encoding gone wrong): 400 `invalid_body`.
     #[error("the body could not be read: {0}")]
     BrokenBody(String),
@@ -146,9 +150,10 @@ pub struct ErrorDetail<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) | ApiError::Undecodable(_) | ApiError::BrokenBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidJson(_)
+            | ApiError::Undecodable(_)
+            | ApiError::BrokenBody(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidBody(_) | ApiError::InvalidEvent(_) | ApiError::UnknownItem(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -175,9 +180,10 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidBody(_) | ApiError::Undecodable(_) | ApiError::BrokenBody(_) => {
-                "invalid_body"
-            }
+            ApiError::InvalidBody(_)
+            | ApiError::Undecodable(_)
+            | ApiError::BrokenBody(_)
+            | ApiError::BadRequest(_) => "invalid_body",
             ApiError::InvalidEvent(invalid) => invalid.code,
             ApiError::UnknownItem(_) => "unknown_item",
             ApiError::BodyTooLarge(_) => "body_too_large",
@@ -291,6 +297,7 @@ mod tests {
             ApiError::InvalidBody(String::new()),
             ApiError::Undecodable(String::new()),
             ApiError::BrokenBody(String::new()),
+            ApiError::BadRequest(String::new()),
             ApiError::InvalidEvent(InvalidEvent::missing("user_id")),
             ApiError::InvalidEvent(InvalidEvent::invalid("user_id", "")),
             ApiError::UnknownItem(String::new()),

@@ -15,6 +15,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ErrorBody, ErrorDetail};
+use super::segment::openapi::SegmentRoutes;
 use crate::event::EventType;
 
 /// One interaction, as the frontend sends it. Exactly one of `user_id` and `anonymous_id`
@@ -166,13 +167,16 @@ pub enum BodyErrors<'a> {
         super::users::visitor_context,
         super::health::live,
         super::health::ready,
+        super::segment::openapi::batch,
+        super::segment::openapi::single,
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&ApiKeySecurity, &OneActor),
+    components(schemas(ErrorBody, ErrorDetail, super::segment::openapi::SegmentTaken, super::segment::openapi::SegmentError)),
+    modifiers(&ApiKeySecurity, &OneActor, &SegmentRoutes),
     tags(
         (name = "events", description = "Logging interactions"),
         (name = "context", description = "The realtime context and re-ranking"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "segment", description = "Segment's tracking API, for the SDKs a shop already has"),
     )
 )]
 pub struct ApiDoc;

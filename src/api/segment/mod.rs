@@ -13,6 +13,7 @@
 //! with the same messageIds, which our event ids are derived from).
 
 pub mod mapping;
+pub(super) mod openapi;
 mod wire;
 
 use axum::extract::{Request, State};
@@ -125,7 +126,7 @@ async fn take(app: &AppState, request: Request, kind: Option<Kind>) -> Result<()
     let received_at = chrono::Utc::now();
     let invalid = |error: wire::WireError| match error {
         wire::WireError::Syntax(message) => ApiError::InvalidJson(message),
-        wire::WireError::Shape(message) => ApiError::InvalidBody(message.to_owned()),
+        wire::WireError::Shape(message) => ApiError::BadRequest(message.to_owned()),
     };
     let mut messages: Vec<(Option<Kind>, Item<wire::Message>)> = Vec::new();
     let (sent_at, context, write_key) = match kind {
@@ -134,7 +135,11 @@ async fn take(app: &AppState, request: Request, kind: Option<Kind>) -> Result<()
                 wire::message(std::str::from_utf8(&body).unwrap_or("")).map_err(invalid)?;
             let write_key = match &message {
                 Item::Object(message) => message.write_key.clone(),
-                Item::Other(_) => None,
+                Item::Other(_) => {
+                    return Err(ApiError::BadRequest(
+                        "a message must be a JSON object".to_owned(),
+                    ));
+                }
             };
             messages.push((Some(kind), message));
             (None, None, write_key)
@@ -147,7 +152,7 @@ async fn take(app: &AppState, request: Request, kind: Option<Kind>) -> Result<()
                     return Err(ApiError::BodyTooLarge(MAX_BATCH_MESSAGES));
                 }
                 Elements::Not(_) => {
-                    return Err(ApiError::InvalidBody("batch must be an array".to_owned()));
+                    return Err(ApiError::BadRequest("batch must be an array".to_owned()));
                 }
             };
             for text in texts {
