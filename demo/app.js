@@ -3,14 +3,20 @@
 // starts as a visitor (the client's anonymous id); "Log in" identifies them as the user typed,
 // which merges the visitor's context into the user's; "Log out" starts a new visitor.
 //
+// Tracking goes through the TypeScript client, or, at /demo/?tracking=segment, through Segment's
+// browser SDK (segment.js) as a shop already on Segment would send it.
+//
 // When the service has API keys, the page reads nothing without a server key: it asks for one,
 // keeps it in this tab's sessionStorage only, and sends it with every call. A server key is a
 // secret; this page is for the operator's own browser, never a public one.
 import { EventClient } from "/demo/client/index.js";
+import { segmentTracker } from "/demo/segment.js";
 
 const KEY_STORE = "event-ingest.demo.server_key";
+const SEGMENT = new URLSearchParams(location.search).get("tracking") === "segment";
 let apiKey = sessionStorage.getItem(KEY_STORE) ?? undefined;
-let client = new EventClient({ baseUrl: location.origin, apiKey });
+/** Who sends the page's events: our client, or Segment's SDK; set by main(). */
+let tracker;
 const $ = (id) => document.getElementById(id);
 const hues = new Map();
 let products = [];
@@ -24,16 +30,34 @@ function randomUser() {
   $("user").value = String(100000 + Math.floor(Math.random() * 900000));
 }
 
+/** The page's tracking through our TypeScript client. */
+function clientTracker(apiKey) {
+  const client = new EventClient({ baseUrl: location.origin, apiKey });
+  return {
+    name: "the TypeScript client",
+    get userId() {
+      return client.userId;
+    },
+    get anonymousId() {
+      return client.anonymousId;
+    },
+    logEvent: (product, type) => client.logEvent(undefined, product.asin, type, { page: "demo" }),
+    identify: (user) => client.identify(user),
+    reset: () => client.reset(),
+  };
+}
+
 /** Who the page acts as: the logged-in user, else the visitor. */
 function actor() {
-  const user = client.userId;
-  return user !== undefined ? { user_id: user } : { anonymous_id: client.anonymousId };
+  const user = tracker.userId;
+  return user !== undefined ? { user_id: user } : { anonymous_id: tracker.anonymousId };
 }
 
 function showWho() {
-  const user = client.userId;
-  $("who").textContent = user !== undefined ? `User ${user}` : `Visitor ${client.anonymousId.slice(0, 13)}…`;
+  const user = tracker.userId;
+  $("who").textContent = user !== undefined ? `User ${user}` : `Visitor ${tracker.anonymousId.slice(0, 13)}…`;
   $("who").dataset.kind = user !== undefined ? "user" : "visitor";
+  $("who").dataset.anonymousId = tracker.anonymousId;
   $("login").disabled = user !== undefined;
   $("logout").disabled = user === undefined;
 }
@@ -43,7 +67,7 @@ async function logIn() {
   const line = el("li", { textContent: `identify ${user} …` });
   $("log").prepend(line);
   try {
-    await client.identify(user);
+    await tracker.identify(user);
     line.textContent = `identify ${user} ✓`;
   } catch (error) {
     line.textContent = `identify ${user} ✗ ${error.message}`;
@@ -53,7 +77,7 @@ async function logIn() {
 }
 
 function logOut() {
-  client.reset();
+  tracker.reset();
   randomUser();
   $("log").replaceChildren();
   showWho();
@@ -99,7 +123,7 @@ async function send(product, type) {
   const line = el("li", { textContent: `${type} ${product.asin} …` });
   $("log").prepend(line);
   try {
-    await client.logEvent(undefined, product.asin, type, { page: "demo" });
+    await tracker.logEvent(product, type);
     line.textContent = `${type} ${product.asin} ✓`;
   } catch (error) {
     line.textContent = `${type} ${product.asin} ✗ ${error.message}`;
@@ -128,8 +152,10 @@ function useKey(submitted) {
   apiKey = $("key").value.trim() || undefined;
   if (apiKey === undefined) sessionStorage.removeItem(KEY_STORE);
   else sessionStorage.setItem(KEY_STORE, apiKey);
+  // Segment's SDK takes its write key once, when it loads.
+  if (SEGMENT) return location.reload();
   // The same visitor and user: the client keeps them in localStorage.
-  client = new EventClient({ baseUrl: location.origin, apiKey });
+  tracker = clientTracker(apiKey);
   $("key-note").textContent = "";
   refresh();
 }
@@ -201,8 +227,28 @@ function renderReranked(answer) {
   );
 }
 
+/** Names the page's tracker, with a link to the other one. */
+function showTracking() {
+  const other = SEGMENT ? ["/demo/", "use the TypeScript client"] : ["/demo/?tracking=segment", "use Segment's SDK"];
+  $("tracking").replaceChildren(`Tracking: ${tracker.name} `, el("a", { href: other[0], textContent: `(${other[1]})` }));
+  $("tracking").dataset.tracker = SEGMENT ? "segment" : "client";
+}
+
+async function startTracking() {
+  if (!SEGMENT) return clientTracker(apiKey);
+  try {
+    // Any key works on a service without keys; with keys, the server key the page was given.
+    return await segmentTracker(apiKey ?? "demo");
+  } catch (error) {
+    $("tracking").textContent = `Segment's SDK: ${error.message}`;
+    throw error;
+  }
+}
+
 async function main() {
-  if (client.userId !== undefined) $("user").value = String(client.userId);
+  tracker = await startTracking();
+  showTracking();
+  if (tracker.userId !== undefined) $("user").value = String(tracker.userId);
   else randomUser();
   showWho();
   $("login").addEventListener("click", logIn);

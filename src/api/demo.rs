@@ -5,7 +5,13 @@
 //! are built into the binary, so a copied binary serves the demo too. Its routes sit under the
 //! API's limits (requests at once, time per request), and the product list, an aggregate query,
 //! is cached for a minute.
+//!
+//! Its Segment mode (`/demo/?tracking=segment`) tracks through Segment's browser SDK instead of
+//! our client, sent to our Segment routes; the SDK's files come from the directory
+//! `DEMO_SEGMENT_SDK` names (its npm package's build), served at
+//! `/demo/segment/analytics-next/bundles/`, where the SDK looks for the parts it loads later.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,16 +45,24 @@ type ProductCache = moka::future::Cache<(i64, i64), Arc<Vec<Product>>>;
 struct Demo {
     pool: PgPool,
     products: ProductCache,
+    segment_sdk: Option<Arc<PathBuf>>,
 }
 
+/// The file of Segment's browser SDK the page loads first (the others it loads itself).
+pub const SEGMENT_SDK_ENTRY: &str = "index.js";
+
+/// The largest file of the SDK served (its entry is about 400 KB).
+const MAX_SDK_FILE_BYTES: u64 = 8 << 20;
+
 /// The demo's routes.
-pub fn routes(pool: PgPool) -> Router<AppState> {
+pub fn routes(pool: PgPool, segment_sdk: Option<PathBuf>) -> Router<AppState> {
     let demo = Demo {
         pool,
         products: ProductCache::builder()
             .max_capacity(12 * 24)
             .time_to_live(Duration::from_secs(60))
             .build(),
+        segment_sdk: segment_sdk.map(Arc::new),
     };
     Router::new()
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
@@ -57,6 +71,10 @@ pub fn routes(pool: PgPool) -> Router<AppState> {
         .route(
             "/demo/client/{file}",
             get(|name: FileName| async move { file::<Client>(&name.0) }),
+        )
+        .route(
+            "/demo/segment/analytics-next/bundles/{file}",
+            get(segment_sdk_file),
         )
         .route(
             "/demo/{file}",
@@ -92,6 +110,43 @@ fn file<Files: rust_embed::Embed>(name: &str) -> Response {
         _ => "application/octet-stream",
     };
     ([(header::CONTENT_TYPE, content_type)], file.data).into_response()
+}
+
+/// A file of Segment's browser SDK, from `DEMO_SEGMENT_SDK`: only a plain `.js` name (no path),
+/// so nothing else of the directory, or outside it, is reachable.
+async fn segment_sdk_file(State(demo): State<Demo>, name: FileName) -> Response {
+    let name = name.0;
+    let plain = !name.starts_with('.')
+        && name.ends_with(".js")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    let not_found = || ApiError::NotFound(format!("/demo/segment/analytics-next/bundles/{name}"));
+    let Some(dir) = demo.segment_sdk.as_deref() else {
+        return ApiError::NotFound(
+            "Segment's browser SDK: start the service with DEMO_SEGMENT_SDK (the dist/umd directory of @segment/analytics-next)".to_owned(),
+        )
+        .into_response();
+    };
+    if !plain {
+        return not_found().into_response();
+    }
+    let path = dir.join(&name);
+    match tokio::fs::metadata(&path).await {
+        Ok(meta) if meta.is_file() && meta.len() <= MAX_SDK_FILE_BYTES => {}
+        _ => return not_found().into_response(),
+    }
+    match tokio::fs::read(&path).await {
+        Ok(data) => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            data,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "could not read a file of Segment's SDK");
+            not_found().into_response()
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -41,6 +41,7 @@ use crate::rerank::ReRankingService;
 use crate::writer::WriterStatus;
 use access::{AccessControl, ApiGuard, Scope};
 use body::BodyPace;
+pub use demo::SEGMENT_SDK_ENTRY;
 pub use error::ApiError;
 use limits::RequestLimits;
 pub use metrics::describe_metrics;
@@ -103,6 +104,8 @@ pub struct Edge {
     pub cors_origins: Vec<String>,
     /// Whether the demo page is served.
     pub demo: bool,
+    /// Where the demo's Segment mode finds Segment's browser SDK, if anywhere.
+    pub demo_segment_sdk: Option<std::path::PathBuf>,
 }
 
 /// What the server calls for each request.
@@ -158,10 +161,9 @@ pub fn router(state: AppState, edge: Edge) -> HttpService {
     // Only the API and the demo are capped: health checks and metrics must answer when the
     // service is busy.
     let demo = if edge.demo {
-        demo::routes(state.vitals.pool.clone()).route_layer(middleware::from_fn_with_state(
-            state.work.clone(),
-            limits::enforce,
-        ))
+        demo::routes(state.vitals.pool.clone(), edge.demo_segment_sdk).route_layer(
+            middleware::from_fn_with_state(state.work.clone(), limits::enforce),
+        )
     } else {
         Router::new()
     };

@@ -280,6 +280,12 @@ pub struct EdgeArgs {
     /// use); with keys it needs `true`, and the page then asks for a server key.
     #[arg(long, env = "DEMO", value_enum, default_value_t = DemoMode::Auto)]
     pub demo: DemoMode,
+
+    /// The demo's Segment mode (/demo/?tracking=segment): a directory holding Segment's browser
+    /// SDK as its npm package builds it (`node_modules/@segment/analytics-next/dist/umd`),
+    /// served to the page at /demo/segment/ so that nothing comes from Segment's CDN.
+    #[arg(long, env = "DEMO_SEGMENT_SDK")]
+    pub demo_segment_sdk: Option<PathBuf>,
 }
 
 impl EdgeArgs {

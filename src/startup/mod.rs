@@ -304,10 +304,23 @@ fn edge(settings: &Settings, health: &Health) -> anyhow::Result<Edge> {
             }
         });
     }
+    let demo_segment_sdk = settings.edge.demo_segment_sdk.clone();
+    if let Some(sdk) = &demo_segment_sdk {
+        anyhow::ensure!(
+            sdk.join(api::SEGMENT_SDK_ENTRY).is_file(),
+            "DEMO_SEGMENT_SDK={} holds no {}: give the dist/umd directory of the npm package @segment/analytics-next",
+            sdk.display(),
+            api::SEGMENT_SDK_ENTRY
+        );
+        if !demo {
+            tracing::warn!("DEMO_SEGMENT_SDK is set but the demo is not served (DEMO)");
+        }
+    }
     Ok(Edge {
         access,
         cors_origins: settings.edge.cors_origins.clone(),
         demo,
+        demo_segment_sdk,
     })
 }
 

@@ -80,7 +80,7 @@ impl Drop for TestDatabase {
 pub struct RedisPrefix(pub String);
 
 impl RedisPrefix {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self(format!("test:{}:", Uuid::new_v4().simple()))
     }
 }

@@ -7,7 +7,9 @@ use std::io::Write as _;
 use redis::AsyncCommands as _;
 use serde_json::{Value, json};
 
-use crate::helpers::{ITEMS, TestApp, eventually, metric, scrape};
+use crate::helpers::{
+    ITEMS, RedisPrefix, TestApp, TestDatabase, eventually, metric, scrape, test_settings,
+};
 
 const PHONE: &str = ITEMS[0].0;
 const CASE: &str = ITEMS[1].0;
@@ -429,4 +431,78 @@ async fn an_alias_merges_the_previous_id_into_the_user_and_custom_names_map_to_o
             .is_some_and(|r| r.0 == "add_to_cart" && r.2 == Some(11))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_segments_sdk_from_its_directory_and_nothing_else() {
+    let outside = tempfile::tempdir().unwrap();
+    let sdk = outside.path().join("umd");
+    std::fs::create_dir_all(sdk.join("nested")).unwrap();
+    std::fs::write(sdk.join("index.js"), "window.AnalyticsNext = {};").unwrap();
+    std::fs::write(sdk.join("407.bundle.61ef.js"), "/* a chunk */").unwrap();
+    std::fs::write(sdk.join("index.js.map"), "{}").unwrap();
+    std::fs::write(sdk.join(".hidden.js"), "").unwrap();
+    std::fs::write(sdk.join("nested/inner.js"), "").unwrap();
+    std::fs::write(outside.path().join("secret.js"), "TOP-SECRET-CONTENT").unwrap();
+    let app = TestApp::spawn_with(|s| s.edge.demo_segment_sdk = Some(sdk.clone())).await;
+    let get = |name: &'static str| {
+        let url = format!("{}/demo/segment/analytics-next/bundles/{name}", app.address);
+        let http = app.http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            let kind = response.headers().get("content-type").cloned();
+            (status, kind, response.text().await.unwrap())
+        }
+    };
+    let (status, kind, body) = get("index.js").await;
+    assert_eq!((status, body.as_str()), (200, "window.AnalyticsNext = {};"));
+    assert_eq!(kind.unwrap(), "text/javascript; charset=utf-8");
+    assert_eq!(get("407.bundle.61ef.js").await.0, 200);
+    for name in [
+        "index.js.map",
+        ".hidden.js",
+        "nested%2Finner.js",
+        "..%2Fsecret.js",
+        "%2E%2E%2Fsecret.js",
+        "absent.js",
+    ] {
+        let (status, _, body) = get(name).await;
+        assert_eq!(status, 404, "{name}");
+        assert!(!body.contains("TOP-SECRET"), "{name}: {body}");
+    }
+
+    let without = TestApp::spawn().await;
+    let (status, answer) = without
+        .get("/demo/segment/analytics-next/bundles/index.js")
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DEMO_SEGMENT_SDK"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_sdk_directory_without_the_sdk_stops_the_start() {
+    let (database, redis, journal) = (
+        TestDatabase::new(),
+        RedisPrefix::new(),
+        tempfile::tempdir().unwrap(),
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&database, &redis, &journal);
+    settings.edge.demo_segment_sdk = Some(empty.path().to_owned());
+    let error = event_ingest::startup::Application::build(settings)
+        .await
+        .err()
+        .expect("the start is refused");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("DEMO_SEGMENT_SDK") && message.contains("index.js"),
+        "{message}"
+    );
 }
