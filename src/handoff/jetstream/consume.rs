@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, StreamError, pull};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::ConsumerError;
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::watch;
@@ -19,6 +20,25 @@ use crate::handoff::{Fetched, SetAside, Source};
 
 /// Wait before trying again after NATS failed us.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Why the writer cannot read the stream now.
+#[derive(Debug, thiserror::Error)]
+enum NotReading {
+    #[error("could not make the consumer {consumer}")]
+    Consumer {
+        consumer: String,
+        #[source]
+        cause: ConsumerError,
+    },
+    #[error("could not open the messages of the consumer {consumer}")]
+    Messages {
+        consumer: String,
+        #[source]
+        cause: StreamError,
+    },
+    #[error("the consumer's messages failed")]
+    Next(#[source] pull::MessagesError),
+}
 
 /// The writer's source of events: the stream, through the durable consumer.
 pub struct JetStreamSource {
@@ -45,7 +65,7 @@ impl JetStreamSource {
     }
 
     /// The consumer's message stream, made (with the consumer) if need be.
-    async fn messages(&mut self) -> Result<&mut pull::Stream, String> {
+    async fn messages(&mut self) -> Result<&mut pull::Stream, NotReading> {
         if self.messages.is_none() {
             let config = &self.jetstream.config;
             let consumer: PullConsumer = self
@@ -64,13 +84,19 @@ impl JetStreamSource {
                     &config.stream,
                 )
                 .await
-                .map_err(|error| format!("consumer {}: {error}", config.consumer))?;
+                .map_err(|cause| NotReading::Consumer {
+                    consumer: config.consumer.clone(),
+                    cause,
+                })?;
             let messages = consumer
                 .stream()
                 .heartbeat(Duration::from_secs(5))
                 .messages()
                 .await
-                .map_err(|error| format!("consumer {}: {error}", config.consumer))?;
+                .map_err(|cause| NotReading::Messages {
+                    consumer: config.consumer.clone(),
+                    cause,
+                })?;
             self.messages = Some(messages);
         }
         Ok(self.messages.as_mut().expect("made above"))
@@ -90,7 +116,7 @@ impl JetStreamSource {
             match next {
                 Some(Ok(message)) => return message,
                 Some(Err(error)) => {
-                    warn(&format!("the consumer's messages: {error}"));
+                    warn(&NotReading::Next(error));
                     self.messages = None;
                 }
                 None => self.messages = None,
@@ -107,9 +133,10 @@ impl JetStreamSource {
     }
 }
 
-fn warn(error: &str) {
+fn warn(error: &NotReading) {
     static WARNING: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
     if let Some(suppressed) = WARNING.allow() {
+        let error = crate::telemetry::chain(error);
         tracing::warn!(%error, suppressed, "could not read from JetStream; trying again");
     }
 }
