@@ -30,8 +30,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
     /// The service's --context-ttl-secs: the keys' TTL must not exceed it.
-    #[arg(long, env = "CONTEXT_TTL_SECS", default_value_t = 900)]
-    pub context_ttl_secs: i64,
+    #[arg(long, env = "CONTEXT_TTL_SECS", default_value_t = context::ContextConfig::default().ttl.as_secs())]
+    pub context_ttl_secs: u64,
     /// How long to wait for the rows to reach PostgreSQL.
     #[arg(long, default_value_t = 15)]
     pub timeout_secs: u64,
@@ -194,7 +194,7 @@ async fn check_redis(
 
     for name in ["recent_items", "recent_categories", "last_active"] {
         let ttl: i64 = redis.ttl(key(name)).await?;
-        let outcome = if ttl > 0 && ttl <= args.context_ttl_secs {
+        let outcome = if ttl > 0 && ttl.unsigned_abs() <= args.context_ttl_secs {
             Ok(())
         } else {
             Err(format!(

@@ -65,6 +65,12 @@ pub enum WriterMode {
     Off,
 }
 
+/// The address both `serve` and `writer` listen on unless told otherwise: this machine only.
+const DEFAULT_HOST: &str = "127.0.0.1";
+
+/// How long a stopping process waits for its work in hand, unless told otherwise.
+const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
 /// The settings of `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -77,7 +83,7 @@ pub struct Settings {
     pub writer_mode: WriterMode,
 
     /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    #[arg(long, env = "HOST", default_value = DEFAULT_HOST)]
     pub host: IpAddr,
 
     /// Port to listen on (0 picks a free one).
@@ -85,7 +91,7 @@ pub struct Settings {
     pub port: u16,
 
     /// On SIGTERM, how long to wait for in-flight requests and for the journal to drain.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
 
     #[command(flatten)]
@@ -174,7 +180,7 @@ pub struct WriterSettings {
     pub catalogue: CatalogueArgs,
 
     /// Address of its health and metrics endpoints.
-    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    #[arg(long, env = "HOST", default_value = DEFAULT_HOST)]
     pub host: IpAddr,
 
     /// Port of its health and metrics endpoints (0 picks a free one).
@@ -182,7 +188,7 @@ pub struct WriterSettings {
     pub port: u16,
 
     /// On SIGTERM, how long to wait for the batches in hand to be stored and acknowledged.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
 }
 
