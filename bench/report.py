@@ -83,6 +83,14 @@ def main():
     if "c-gzip" in results:
         c = results["c-gzip"]
         row("    (c) with each batch gzip-compressed", f"{c['events_per_sec']:,.0f} events/s{statuses(c)}")
+    for key, plain, label in [("c-segment", "c", "(c) through Segment's /v1/batch, 100 messages"),
+                              ("c-segment-gzip", "c-gzip", "    Segment's /v1/batch, gzip-compressed")]:
+        if key in results:
+            s = results[key]
+            share = s["events_per_sec"] / results[plain]["events_per_sec"] if plain in results else None
+            row(label, f"{s['events_per_sec']:,.0f} events/s{statuses(s)}"
+                + (f"; {share:.0%} of {plain}" if share is not None else ""),
+                ">= 80% of (c)", None if share is None else share >= 0.8)
     if "d" in results:
         d = results["d"]
         writer = d["events"] / d["writer_seconds"]
@@ -130,7 +138,8 @@ def main():
         if d:
             row(f"JetStream drain, {writers} writer(s): {d['events']:,} events",
                 f"{d['events'] / d['seconds']:,.0f} rows/s ({d['seconds']:.1f} s)")
-    cpu_rows = [(label, results[key]) for key, label in [("a", "(a)"), ("b", "(b)"), ("c", "(c)"), ("c-gzip", "(c) gzip")]
+    cpu_rows = [(label, results[key]) for key, label in [("a", "(a)"), ("b", "(b)"), ("c", "(c)"), ("c-gzip", "(c) gzip"),
+                                                    ("c-segment", "(c) Segment"), ("c-segment-gzip", "(c) Segment gzip")]
                 if key in results and "cpu" in results[key]]
     if cpu_rows:
         print()

@@ -22,10 +22,12 @@ pub struct HttpArgs {
     /// host:port of the service.
     #[arg(long, default_value = "127.0.0.1:8000")]
     address: String,
-    /// What to send: `event` (POST /api/event), `batch` (POST /api/events) or `rerank`.
+    /// What to send: `event` (POST /api/event), `batch` (POST /api/events), `segment` (POST
+    /// /v1/batch: Segment's E-commerce Spec messages, as Segment's Node SDK sends them) or
+    /// `rerank`.
     #[arg(long, default_value = "event")]
     body: String,
-    /// Events per batch, for `batch`.
+    /// Events per batch, for `batch` and `segment`.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
     /// Candidates per request, for `rerank`.
@@ -122,6 +124,19 @@ impl Plan {
                 let events: Vec<_> = (0..self.args.batch_size).map(|_| event(rng)).collect();
                 ("/api/events", json!({ "events": events }))
             }
+            "segment" => {
+                let sent_at = now_rfc3339();
+                let mut text = String::with_capacity(self.args.batch_size * 420 + 64);
+                text.push_str(r#"{"batch":["#);
+                for i in 0..self.args.batch_size {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    segment_message(&mut text, &event(rng), &sent_at);
+                }
+                text.push_str(&format!(r#"],"sentAt":"{sent_at}"}}"#));
+                return self.finish("/v1/batch", text.into_bytes(), events);
+            }
             "rerank" => {
                 let n = self.args.candidates;
                 let items: Vec<_> = (0..n)
@@ -135,7 +150,10 @@ impl Plan {
             }
             other => panic!("unknown body kind {other}"),
         };
-        let body = body.to_string().into_bytes();
+        self.finish(path, body.to_string().into_bytes(), events)
+    }
+
+    fn finish(&self, path: &'static str, body: Vec<u8>, events: Vec<Sent>) -> Prepared {
         Prepared {
             path,
             body: Bytes::from(if self.args.gzip { gzip(&body) } else { body }),
@@ -150,11 +168,15 @@ impl Plan {
         if self.args.gzip {
             request = request.header("content-encoding", "gzip");
         }
+        if self.args.body == "segment" {
+            // The SDKs' write key, as HTTP Basic (the service without keys takes any).
+            request = request.header("authorization", "Basic YmVuY2gtd3JpdGUta2V5Og==");
+        }
         request.body(Full::new(prepared.body.clone())).unwrap()
     }
 
     fn events_per_request(&self) -> u64 {
-        if self.args.body == "batch" {
+        if matches!(self.args.body.as_str(), "batch" | "segment") {
             self.args.batch_size as u64
         } else {
             1
@@ -178,6 +200,10 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.event_ids != EventIds::None || (args.acked_file.is_none() && !args.retry),
         "--acked-file and --retry need client event ids: not --event-ids none"
+    );
+    anyhow::ensure!(
+        args.event_ids != EventIds::None || args.body != "segment",
+        "--body segment derives each messageId from the event's id: not --event-ids none"
     );
     let pool = event_ingest::db::connect(&args.database_url, 1).await?;
     let asins: Vec<String> = sqlx::query_scalar("SELECT asin FROM items ORDER BY asin LIMIT $1")
@@ -385,6 +411,51 @@ fn accepted(events: Vec<Sent>, body: Option<&[u8]>) -> (Vec<Sent>, Vec<Sent>) {
         }
     }
     (acked, refused)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// One of our random events as Segment's Node SDK sends the E-commerce Spec's call for it: the
+/// Spec's name, the product id in the properties (an order of one product for a purchase, a
+/// review's rating as the string the Spec has), the SDK's messageId, context and metadata.
+/// Written as text, not built as a tree: the generator shares the machine with the service.
+fn segment_message(out: &mut String, event: &serde_json::Value, sent_at: &str) {
+    use std::fmt::Write as _;
+    let asin = event["asin"].as_str().unwrap_or_default();
+    let id = event["event_id"].as_str().unwrap_or_default();
+    let (name, properties) = match event["event_type"].as_str().unwrap_or_default() {
+        "view" => (
+            "Product Viewed",
+            format!(r#"{{"product_id":"{asin}","page":"bench","price":19.99}}"#),
+        ),
+        "click" => (
+            "Product Clicked",
+            format!(r#"{{"product_id":"{asin}","page":"bench","position":3}}"#),
+        ),
+        "add_to_cart" => (
+            "Product Added",
+            format!(r#"{{"product_id":"{asin}","page":"bench","quantity":1}}"#),
+        ),
+        "purchase" => (
+            "Order Completed",
+            format!(
+                r#"{{"order_id":"{id}","total":19.99,"currency":"USD","products":[{{"product_id":"{asin}","price":19.99,"quantity":1}}]}}"#
+            ),
+        ),
+        _ => (
+            "Product Reviewed",
+            format!(r#"{{"product_id":"{asin}","rating":"4"}}"#),
+        ),
+    };
+    let millis = chrono::Utc::now().timestamp_millis();
+    let user = &event["user_id"];
+    write!(
+        out,
+        r#"{{"type":"track","event":"{name}","userId":"{user}","properties":{properties},"messageId":"node-next-{millis}-{id}","timestamp":"{sent_at}","context":{{"library":{{"name":"@segment/analytics-node","version":"3.1.0"}}}},"integrations":{{}},"_metadata":{{"jsRuntime":"node"}}}}"#
+    )
+    .expect("writes to memory");
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

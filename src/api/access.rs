@@ -375,12 +375,18 @@ pub async fn guard(
             return (guard.render)(error);
         }
         request.extensions_mut().insert(BodyKey);
-        return guard.limits.within_time(next.run(request)).await;
+        return guard
+            .limits
+            .within_time(next.run(request), guard.render)
+            .await;
     }
     match guard.access.admit(request.headers(), peer, guard.needs) {
         Ok(scope) => {
             request.extensions_mut().insert(scope);
-            guard.limits.within_time(next.run(request)).await
+            guard
+                .limits
+                .within_time(next.run(request), guard.render)
+                .await
         }
         Err(error) => (guard.render)(error),
     }

@@ -42,12 +42,16 @@ impl RequestLimits {
         self.permits.try_acquire().map_err(|_| ApiError::Busy)
     }
 
-    /// Answers with `request`, or with 503 `timeout` when it takes longer than the timeout. Safe
-    /// to retry.
-    pub async fn within_time(&self, request: impl Future<Output = Response>) -> Response {
+    /// Answers with `request`, or with 503 `timeout` when it takes longer than the timeout,
+    /// worded by `render` (the route's own error form). Safe to retry.
+    pub async fn within_time(
+        &self,
+        request: impl Future<Output = Response>,
+        render: fn(ApiError) -> Response,
+    ) -> Response {
         match tokio::time::timeout(self.timeout, request).await {
             Ok(response) => response,
-            Err(_) => ApiError::Timeout(self.timeout).into_response(),
+            Err(_) => render(ApiError::Timeout(self.timeout)),
         }
     }
 }
@@ -62,5 +66,7 @@ pub async fn enforce(
         Ok(permit) => permit,
         Err(error) => return error.into_response(),
     };
-    limits.within_time(next.run(request)).await
+    limits
+        .within_time(next.run(request), IntoResponse::into_response)
+        .await
 }

@@ -6,10 +6,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use event_ingest::config::{DemoMode, Settings};
-use event_ingest::secret::SecretUrl;
+use event_ingest::config::DemoMode;
 
-use crate::helpers::{ITEMS, RedisServer, TestApp, scrape};
+use crate::helpers::{ITEMS, TestApp, scrape, with_own_redis};
 
 fn event() -> Value {
     json!({"user_id": 1, "asin": ITEMS[0].0, "event_type": "view"})
@@ -96,18 +95,6 @@ async fn an_oversized_body_sent_whole_before_reading_gets_the_413_not_a_reset() 
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 415"), "{answer:.200}");
-}
-
-/// An app on a Redis of its own, with `adjust` applied.
-async fn with_own_redis(adjust: impl FnOnce(&mut Settings)) -> (TestApp, RedisServer) {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let app = TestApp::spawn_with(|s| {
-        s.redis.redis_url = SecretUrl::new(url);
-        adjust(s);
-    })
-    .await;
-    (app, redis)
 }
 
 /// A context read: it waits while Redis is paused.

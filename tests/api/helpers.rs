@@ -462,6 +462,19 @@ impl Drop for RedisServer {
     }
 }
 
+/// An app on a Redis of its own (to pause it without disturbing other tests), with `adjust`
+/// applied.
+pub async fn with_own_redis(adjust: impl FnOnce(&mut Settings)) -> (TestApp, RedisServer) {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = TestApp::spawn_with(|s| {
+        s.redis.redis_url = SecretUrl::new(url);
+        adjust(s);
+    })
+    .await;
+    (app, redis)
+}
+
 /// The local PostgreSQL server's address.
 pub fn postgres_address() -> SocketAddr {
     "127.0.0.1:5432".parse().unwrap()

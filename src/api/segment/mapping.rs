@@ -103,7 +103,8 @@ pub enum Unused {
     Metadata,
     /// A time field that is not RFC 3339, or an event older than `--max-event-age`.
     Time,
-    /// A message over 32 KiB.
+    /// Properties or a product of more than 1,024 entries, or an order of more than 1,024
+    /// products (a message over 32 KiB fails its whole request, 413).
     TooLarge,
     /// The visitor belongs to another user already (the first identification wins).
     AlreadyIdentified,
@@ -220,7 +221,7 @@ impl Request<'_> {
             Some(Value::String(name)) => name.as_str(),
             _ => return Err(Unused::UnmappedEvent),
         };
-        let (event_type, order) = match name {
+        let (event_type, spec_order) = match name {
             "Product Viewed" | "Viewed Product" => (EventType::View, false),
             "Product Clicked" | "Clicked Product" => (EventType::Click, false),
             "Product Added" | "Added Product" => (EventType::AddToCart, false),
@@ -246,6 +247,9 @@ impl Request<'_> {
             Some(Item::Object(context)) => Some(context),
             Some(Item::Other(_)) => return Err(Unused::NotAnObject),
         };
+        if properties.rest.overflowed {
+            return Err(Unused::TooLarge);
+        }
         let time = self.time(message)?;
         let template = Template {
             actor,
@@ -257,24 +261,36 @@ impl Request<'_> {
             context,
             rules: self.rules,
         };
+        // An order: the Spec's, or a purchase of the shop's own name that lists its products.
+        let order =
+            spec_order || (event_type == EventType::Purchase && properties.products.is_some());
+        // A rating is kept in the metadata whatever the event; a review's as a number when it
+        // is one (the Spec writes it as a string).
+        let rating: Vec<(&str, Box<RawValue>)> = properties
+            .rating
+            .map(|value| {
+                let number = (event_type == EventType::Rate)
+                    .then(|| number_of(value))
+                    .flatten();
+                ("rating", number.unwrap_or_else(|| value.to_owned()))
+            })
+            .into_iter()
+            .collect();
         if !order {
             let asin = self.item(properties.product_id.as_ref(), properties.sku.as_ref())?;
-            let rating = (event_type == EventType::Rate)
-                .then(|| properties.rating.as_ref().and_then(rating))
-                .flatten();
-            let extra: Vec<(&str, String)> = rating.into_iter().map(|r| ("rating", r)).collect();
-            let event = template.event(asin, None, &[&properties.rest], &extra)?;
+            let event = template.event(asin, None, &[&properties.rest.kept], &rating)?;
             return Ok(Outcome::Events(vec![event], Vec::new()));
         }
-        // An order: one purchase a product, its metadata the order's properties and the
-        // product's own.
+        // One purchase a product, its metadata the order's properties and the product's own.
         let products = match &properties.products {
             Some(crate::event::Elements::Items(products)) => products,
+            Some(crate::event::Elements::TooMany) => return Err(Unused::TooLarge),
             _ => return Err(Unused::NoItem),
         };
         let (mut events, mut unused) = (Vec::new(), Vec::new());
         for (index, product) in products.iter().enumerate() {
             let made = match product {
+                Item::Object(product) if product.rest.overflowed => Err(Unused::TooLarge),
                 Item::Object(Product {
                     product_id,
                     sku,
@@ -282,7 +298,12 @@ impl Request<'_> {
                 }) => self
                     .item(product_id.as_ref(), sku.as_ref())
                     .and_then(|asin| {
-                        template.event(asin, Some(index), &[&properties.rest, rest], &[])
+                        template.event(
+                            asin,
+                            Some(index),
+                            &[&properties.rest.kept, &rest.kept],
+                            &rating,
+                        )
                     }),
                 Item::Other(_) => Err(Unused::NotAnObject),
             };
@@ -336,6 +357,26 @@ impl Request<'_> {
     }
 }
 
+/// `uuidv5(NAMESPACE, "<write key>:<messageId>[:<index>]")`, hashed in place (RFC 9562's
+/// UUIDv5: SHA-1 over the namespace's bytes and the name; the `sha1` crate uses the CPU's SHA
+/// instructions where it has them).
+fn derived_id(write_key: &str, message_id: &str, index: Option<usize>) -> Uuid {
+    use sha1::Digest as _;
+    let mut hash = sha1::Sha1::new();
+    hash.update(NAMESPACE.as_bytes());
+    hash.update(write_key.as_bytes());
+    hash.update(b":");
+    hash.update(message_id.as_bytes());
+    if let Some(index) = index {
+        hash.update(b":");
+        hash.update(itoa::Buffer::new().format(index).as_bytes());
+    }
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
+}
+
 /// What a message's events share.
 struct Template<'a> {
     actor: Actor,
@@ -355,17 +396,11 @@ impl Template<'_> {
         asin: Asin,
         index: Option<usize>,
         entries: &[&Vec<Entry>],
-        extra: &[(&str, String)],
+        extra: &[(&str, Box<RawValue>)],
     ) -> Result<Event, Unused> {
         let metadata = self.metadata(entries, extra)?;
         let event_id = match &self.message_id {
-            Some(id) => {
-                let name = match index {
-                    Some(index) => format!("{}:{id}:{index}", self.write_key),
-                    None => format!("{}:{id}", self.write_key),
-                };
-                Uuid::new_v5(&NAMESPACE, name.as_bytes())
-            }
+            Some(id) => derived_id(self.write_key, id, index),
             // No messageId, no retry to recognise: an id of its own.
             None => Uuid::now_v7(),
         };
@@ -381,12 +416,14 @@ impl Template<'_> {
         })
     }
 
-    /// The metadata: the entries as written, the extra ones, and the context's `page` and
-    /// `campaign`; checked against the limits, never cut.
+    /// The metadata: the context's `page` and `campaign`, the entries as written, the extra
+    /// ones; checked against the limits, never cut. Written in that order, so that where a name
+    /// comes twice (a property `page` beside the context's, an order's property beside its
+    /// product's), PostgreSQL's `jsonb`, which keeps the last, keeps the later one.
     fn metadata(
         &self,
         entries: &[&Vec<Entry>],
-        extra: &[(&str, String)],
+        extra: &[(&str, Box<RawValue>)],
     ) -> Result<Option<Metadata>, Unused> {
         let context: Vec<(&str, &RawValue)> = self
             .context
@@ -394,39 +431,49 @@ impl Template<'_> {
             .flat_map(|c| [("page", c.page), ("campaign", c.campaign)])
             .filter_map(|(key, raw)| raw.map(|raw| (key, raw)))
             .collect();
-        let all = entries
-            .iter()
-            .flat_map(|entries| entries.iter().map(|(key, raw)| (key.as_ref(), raw.get())))
-            .chain(extra.iter().map(|(key, text)| (*key, text.as_str())))
-            .chain(context.iter().map(|(key, raw)| (*key, raw.get())));
-        let mut text = String::from("{");
-        for (key, value) in all {
-            if text.len() > 1 {
-                text.push(',');
-            }
-            text.push_str(&serde_json::to_string(key).expect("a string serializes"));
-            text.push(':');
-            text.push_str(value);
-        }
-        text.push('}');
-        if text.len() == 2 {
+        let all =
+            Joined(
+                context
+                    .iter()
+                    .copied()
+                    .chain(entries.iter().flat_map(|entries| {
+                        entries.iter().map(|(key, raw)| (key.as_ref(), &**raw))
+                    }))
+                    .chain(extra.iter().map(|(key, raw)| (*key, &**raw))),
+            );
+        if all.0.clone().next().is_none() {
             return Ok(None);
         }
-        let raw = RawValue::from_string(text).map_err(|_| Unused::Metadata)?;
+        // Written, not parsed again: the keys are escaped as they are written, and each value is
+        // JSON already.
+        let raw = serde_json::value::to_raw_value(&all).map_err(|_| Unused::Metadata)?;
         Metadata::from_raw(Some(raw), &self.rules.metadata)
             .map_err(|_: InvalidEvent| Unused::Metadata)
     }
 }
 
-/// A review's rating as a number (the Spec writes it as a string), as it was written: `"5"` is
-/// 5, `"4.5"` 4.5.
-fn rating(value: &Value) -> Option<String> {
-    let number: serde_json::Number = match value {
-        Value::Number(number) => number.clone(),
-        Value::String(text) => serde_json::from_str(text.trim()).ok()?,
-        _ => return None,
-    };
-    Some(number.to_string())
+/// Entries written as one JSON object, in their order (a name that comes twice is written
+/// twice).
+struct Joined<I>(I);
+
+impl<'a, I: Iterator<Item = (&'a str, &'a RawValue)> + Clone> serde::Serialize for Joined<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.0.clone() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// The number a string holds, exactly as written: `"5"` is 5, `"4.5"` 4.5; `None` for a string
+/// that holds none, or for a value that is no string (kept as written).
+fn number_of(value: &RawValue) -> Option<Box<RawValue>> {
+    let inner: String = serde_json::from_str(value.get()).ok()?;
+    let inner = inner.trim();
+    serde_json::from_str::<serde_json::Number>(inner).ok()?;
+    RawValue::from_string(inner.to_owned()).ok()
 }
 
 fn present(value: Option<&Value>) -> Option<&Value> {
@@ -453,5 +500,41 @@ fn identity(anonymous_id: AnonymousId, user_id: UserId, at: DateTime<Utc>) -> Id
         anonymous_id,
         user_id,
         identified_at: at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    #[test]
+    fn derived_ids_are_the_uuidv5_of_the_key_and_the_message_id() {
+        let v5 = |name: &str| Uuid::new_v5(&super::NAMESPACE, name.as_bytes());
+        assert_eq!(
+            super::derived_id("key", "ajs-next-1", None),
+            v5("key:ajs-next-1")
+        );
+        assert_eq!(super::derived_id("key", "m", Some(12)), v5("key:m:12"));
+        assert_eq!(super::derived_id("", "m", Some(0)), v5(":m:0"));
+    }
+
+    #[test]
+    fn entries_are_joined_into_one_object_with_their_keys_escaped_and_their_values_as_written() {
+        let values: Vec<Box<serde_json::value::RawValue>> = ["1.50", r#"{"a":[1]}"#, r#""é""#, "2"]
+            .into_iter()
+            .map(|text| serde_json::value::RawValue::from_string(text.to_owned()).unwrap())
+            .collect();
+        let keys = ["plain", "with \"quotes\" and \\", "tab\there", "plain"];
+        let entries: Vec<(&str, &serde_json::value::RawValue)> = keys
+            .iter()
+            .copied()
+            .zip(values.iter().map(|v| &**v))
+            .collect();
+        let joined =
+            serde_json::value::to_raw_value(&super::Joined(entries.iter().copied())).unwrap();
+        assert_eq!(
+            joined.get(),
+            r#"{"plain":1.50,"with \"quotes\" and \\":{"a":[1]},"tab\there":"é","plain":2}"#
+        );
     }
 }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::access::{BodyKey, Scope, provided_key};
 use super::{ApiError, AppState, body};
-use crate::event::{Elements, Event, Item};
+use crate::event::{Event, Item};
 use crate::ingest::{IdentifyError, Refusal};
 use crate::telemetry::Throttle;
 pub use mapping::{ItemId, Kind, SegmentConfig};
@@ -128,9 +128,9 @@ async fn take(app: &AppState, request: Request, kind: Option<Kind>) -> Result<()
         wire::WireError::Syntax(message) => ApiError::InvalidJson(message),
         wire::WireError::Shape(message) => ApiError::BadRequest(message.to_owned()),
     };
-    let mut messages: Vec<(Option<Kind>, Item<wire::Message>)> = Vec::new();
+    let messages: Vec<Item<wire::Message>>;
     let (sent_at, context, write_key) = match kind {
-        Some(kind) => {
+        Some(_) => {
             let message =
                 wire::message(std::str::from_utf8(&body).unwrap_or("")).map_err(invalid)?;
             let write_key = match &message {
@@ -141,31 +141,21 @@ async fn take(app: &AppState, request: Request, kind: Option<Kind>) -> Result<()
                     ));
                 }
             };
-            messages.push((Some(kind), message));
+            messages = vec![message];
             (None, None, write_key)
         }
         None => {
             let batch = wire::Batch::from_json(&body).map_err(invalid)?;
-            let texts = match batch.messages {
-                Elements::Items(texts) => texts,
-                Elements::TooMany => {
-                    return Err(ApiError::BodyTooLarge(MAX_BATCH_MESSAGES));
-                }
-                Elements::Not(_) => {
-                    return Err(ApiError::BadRequest("batch must be an array".to_owned()));
+            messages = match batch.messages {
+                wire::Messages::Read(read) => read,
+                wire::Messages::TooMany => return Err(ApiError::BodyTooLarge(MAX_BATCH_MESSAGES)),
+                wire::Messages::TooLarge => return Err(ApiError::BodyTooLarge(MAX_MESSAGE_BYTES)),
+                wire::Messages::Not(kind) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "batch must be an array, got {kind}"
+                    )));
                 }
             };
-            for text in texts {
-                if text.get().len() > MAX_MESSAGE_BYTES {
-                    return Err(ApiError::BodyTooLarge(MAX_MESSAGE_BYTES));
-                }
-                let message = wire::message(text.get()).map_err(invalid)?;
-                let kind = match &message {
-                    Item::Object(message) => Kind::of(message),
-                    Item::Other(_) => None,
-                };
-                messages.push((kind, message));
-            }
             (batch.sent_at, batch.context, batch.write_key)
         }
     };
@@ -182,11 +172,17 @@ async fn take(app: &AppState, request: Request, kind: Option<Kind>) -> Result<()
         sent_at: sent_at.as_ref(),
         context,
     };
+    // A single message's type is its route's; a batch's message says its own.
+    let kind_of = |message: &Item<wire::Message>| match message {
+        Item::Object(message) => kind.or_else(|| Kind::of(message)),
+        Item::Other(_) => kind,
+    };
+    count_received(messages.iter().map(kind_of));
     // In order: a visitor's events go before the identification that merges them.
-    let mut pending: Vec<Event> = Vec::new();
-    for (kind, message) in &messages {
+    let mut pending: Vec<Event> = Vec::with_capacity(messages.len());
+    for message in &messages {
+        let kind = &kind_of(message);
         let kind_name = kind.map_or("unknown", Kind::as_str);
-        metrics::counter!("segment_messages_total", "type" => kind_name).increment(1);
         let outcome = match (kind, message) {
             (_, Item::Other(_)) => Outcome::Unused(Unused::NotAnObject),
             (None, Item::Object(_)) => Outcome::Unused(Unused::UnknownType),
@@ -217,6 +213,24 @@ async fn take(app: &AppState, request: Request, kind: Option<Kind>) -> Result<()
         }
     }
     accept(app, &mut pending).await
+}
+
+/// Counts the request's messages by type, one counter update a type.
+fn count_received(kinds: impl Iterator<Item = Option<Kind>>) {
+    let mut by_kind = [0u64; Kind::ALL.len() + 1];
+    for kind in kinds {
+        let slot = kind.map_or(Kind::ALL.len(), |kind| {
+            Kind::ALL
+                .iter()
+                .position(|k| *k == kind)
+                .unwrap_or(Kind::ALL.len())
+        });
+        by_kind[slot] += 1;
+    }
+    for (slot, &n) in by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let name = Kind::ALL.get(slot).map_or("unknown", |kind| kind.as_str());
+        metrics::counter!("segment_messages_total", "type" => name).increment(n);
+    }
 }
 
 /// Accepts the events gathered so far, as one group.

@@ -131,6 +131,9 @@ pub enum SegmentAnswers {
 }
 
 /// Takes a batch of Segment messages (Segment's `/v1/batch`; `/v1/b` too).
+///
+/// The body may come as `application/json` or as `text/plain` (what the browser SDK sends), and
+/// compressed (`Content-Encoding: gzip` or `deflate`); the limits apply to the inflated bytes.
 #[utoipa::path(
     post, path = "/v1/batch", tag = "segment", operation_id = "segment_batch",
     request_body(content = SegmentBatch, content_type = "application/json"),
@@ -141,6 +144,9 @@ pub enum SegmentAnswers {
 pub fn batch() {}
 
 /// Takes one Segment message, of the path's type.
+///
+/// The body may come as `application/json` or as `text/plain` (what the browser SDK sends), and
+/// compressed (`Content-Encoding: gzip` or `deflate`); the limits apply to the inflated bytes.
 #[utoipa::path(
     post, path = "/v1/track", tag = "segment", operation_id = "segment_track",
     request_body(content = SegmentMessage, content_type = "application/json"),
