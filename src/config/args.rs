@@ -10,10 +10,16 @@ use crate::context::Keys;
 use crate::handoff::jetstream::JetStreamConfig;
 use crate::retry::RetryPolicy;
 use crate::secret::SecretUrl;
-use crate::writer::WriterConfig;
+use crate::writer::{PartitionConfig, WriterConfig};
+
+use super::Human;
 
 fn writer() -> WriterConfig {
     WriterConfig::default()
+}
+
+fn partitions() -> PartitionConfig {
+    PartitionConfig::default()
 }
 
 fn catalogue() -> CatalogueConfig {
@@ -131,10 +137,31 @@ pub struct WriterArgs {
     /// Users the writer remembers as present in `users` (so that it does not insert them again).
     #[arg(long, env = "KNOWN_USERS_CAPACITY", default_value_t = writer().known_users)]
     pub known_users_capacity: u64,
+
+    /// The span of event time one partition of `interaction_logs` holds (`1d`, `6h`; whole
+    /// minutes), cut from midnight UTC.
+    #[arg(long, env = "PARTITION_INTERVAL", default_value_t = Human(partitions().interval), value_parser = Human::parse)]
+    pub partition_interval: Human,
+
+    /// Partitions made ahead of the current one.
+    #[arg(long, env = "PARTITIONS_AHEAD", default_value_t = partitions().ahead, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub partitions_ahead: u32,
+
+    /// Drops the partitions whose events are all older than this (`90d`); events older than it
+    /// are not stored. Off unless set; at least --max-event-age.
+    #[arg(long, env = "RETENTION", value_parser = Human::parse)]
+    pub retention: Option<Human>,
+
+    /// How far apart the times of an event and of a client's retry of it may lie for the retry
+    /// to be known across a partition's bound (the network's jitter, a clock corrected between
+    /// the two).
+    #[arg(long, env = "DEDUP_SKEW", default_value_t = Human(partitions().dedup_skew), value_parser = Human::parse)]
+    pub dedup_skew: Human,
 }
 
 impl WriterArgs {
-    pub fn config(&self) -> WriterConfig {
+    /// The writer's configuration, for a service that accepts events up to `max_event_age` old.
+    pub fn config(&self, max_event_age: Duration) -> WriterConfig {
         WriterConfig {
             batch_size: self.batch_size as usize,
             batch_interval: Duration::from_millis(self.batch_interval_ms),
@@ -145,6 +172,14 @@ impl WriterArgs {
                 base_delay: Duration::from_millis(self.retry_base_ms),
                 parked_delay: Duration::from_millis(self.retry_parked_ms),
                 ..writer().retry
+            },
+            partitions: PartitionConfig {
+                interval: self.partition_interval.0,
+                ahead: self.partitions_ahead,
+                retention: self.retention.map(|r| r.0),
+                max_event_age,
+                dedup_skew: self.dedup_skew.0,
+                every: partitions().every,
             },
         }
     }

@@ -156,7 +156,11 @@ impl Settings {
         if keys.hash_tags && keys.prefix.contains(['{', '}']) {
             anyhow::bail!("--redis-key-prefix must hold no braces with hash-tagged keys");
         }
-        Ok(())
+        self.writer
+            .config(self.events.max_event_age.0)
+            .partitions
+            .check()
+            .map_err(anyhow::Error::msg)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -190,6 +194,20 @@ pub struct WriterSettings {
     /// On SIGTERM, how long to wait for the batches in hand to be stored and acknowledged.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
+
+    /// The API nodes' --max-event-age: partitions are made this far behind, and the ids that
+    /// keep retries single are kept this long.
+    #[arg(long, env = "MAX_EVENT_AGE", default_value_t = Human(crate::event::DEFAULT_MAX_EVENT_AGE), value_parser = Human::parse)]
+    pub max_event_age: Human,
+}
+
+impl WriterSettings {
+    /// The writer's configuration, checked.
+    pub fn writer_config(&self) -> anyhow::Result<crate::writer::WriterConfig> {
+        let config = self.writer.config(self.max_event_age.0);
+        config.partitions.check().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
 }
 
 /// A duration written the humantime way (`30d`, `36h`, `90s`), for the flags that take one.

@@ -75,6 +75,7 @@ struct RecordOut<'a> {
         serialize_with = "crate::rfc3339::serialize_option"
     )]
     ts: Option<DateTime<Utc>>,
+    client_event_id: bool,
 }
 
 /// An event's record in the hand-off, as read.
@@ -92,6 +93,10 @@ struct EventRecord {
     received_at: DateTime<Utc>,
     #[serde(default, deserialize_with = "crate::rfc3339::deserialize_option")]
     ts: Option<DateTime<Utc>>,
+    /// Absent from a record written before it existed (or by another producer): read as if the
+    /// client had chosen the id, so that its retries are kept single.
+    #[serde(default)]
+    client_event_id: Option<bool>,
 }
 
 impl<'a> RecordOut<'a> {
@@ -105,6 +110,7 @@ impl<'a> RecordOut<'a> {
             metadata: event.metadata.as_ref(),
             received_at: event.received_at,
             ts: event.ts,
+            client_event_id: event.client_event_id,
         }
     }
 }
@@ -124,7 +130,7 @@ impl EventRecord {
             metadata: self.metadata,
             received_at: self.received_at,
             ts: self.ts,
-            client_event_id: false,
+            client_event_id: self.client_event_id.unwrap_or(true),
         })
     }
 }
@@ -154,13 +160,12 @@ mod tests {
         let event = parse(
             json!({"user_id": 9, "asin": "B0", "event_type": "rate", "metadata": {"stars": 5}}),
         );
-        assert_eq!(
-            event_of(&encode(&event)).unwrap(),
-            Event {
-                client_event_id: false,
-                ..event
-            }
-        );
+        assert_eq!(event_of(&encode(&event)).unwrap(), event);
+        let chosen = Event {
+            client_event_id: true,
+            ..event
+        };
+        assert_eq!(event_of(&encode(&chosen)).unwrap(), chosen);
     }
 
     #[test]
@@ -183,6 +188,10 @@ mod tests {
         let old = br#"{"event_id":"7d444840-9dc0-11d1-b245-5ffdce74fad2","user_id":1,"asin":"A","event_type":"view","metadata":null,"received_at":"2026-11-29T12:00:00Z"}"#;
         let at = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z").unwrap();
         assert_eq!(event_of(old).unwrap().ts(), at);
+        assert!(
+            event_of(old).unwrap().client_event_id,
+            "who chose the id unknown: as if the client had"
+        );
     }
 
     #[test]
@@ -216,7 +225,7 @@ mod tests {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let event = parse(json!({"user_id": user, "asin": asin, "event_type": types[kind],
                                      "metadata": metadata, "timestamp": timestamp}));
-            prop_assert_eq!(event_of(&encode(&event)).unwrap(), Event { client_event_id: false, ..event });
+            prop_assert_eq!(event_of(&encode(&event)).unwrap(), event);
         }
     }
 }

@@ -77,7 +77,7 @@ impl Application {
         let database = &settings.database;
         let pool = db::prepare(&database.database_url, database.database_max_connections).await?;
         let catalogue = Catalogue::new(pool.clone(), settings.catalogue.config());
-        let writer_config = settings.writer.config();
+        let writer_config = settings.writer.config(settings.events.max_event_age.0);
         let (handoff, writer): (Arc<dyn Handoff>, Option<WriterHandle>) = match settings.handoff {
             HandoffKind::Journal => {
                 let (journal, reader) = open_journal(&settings, &health)?;

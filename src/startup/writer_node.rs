@@ -25,6 +25,7 @@ impl WriterNode {
     pub async fn build(settings: WriterSettings) -> anyhow::Result<Self> {
         super::install_metrics();
         tracing::info!(?settings, "starting a writer");
+        let writer_config = settings.writer_config()?;
         let health = Health::default();
         telemetry::spawn_metrics_upkeep(&health);
         let database = &settings.database;
@@ -35,7 +36,7 @@ impl WriterNode {
             pool.clone(),
             catalogue,
             JetStreamSource::new(jetstream.clone()),
-            settings.writer.config(),
+            writer_config,
             &health,
         );
         // For the stream's state in readiness; this node publishes nothing.

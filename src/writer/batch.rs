@@ -16,6 +16,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
 use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
+use super::partitions::Partitions;
 use crate::catalogue::{Catalogue, ItemInfo, Lookup};
 use crate::event::{AnonymousId, Asin, Event, Identity, UserId};
 
@@ -34,35 +35,83 @@ pub enum BatchError {
 impl BatchError {
     /// Whether PostgreSQL refused the rows themselves, so that writing them again cannot help:
     /// SQLSTATE classes 22 (data exception) and 23 (integrity), except a foreign key violation,
-    /// which means a catalogue row vanished and is mended by the next, thorough, attempt.
+    /// which means a catalogue row vanished, and a row without a partition, which means a
+    /// partition was dropped meanwhile; the next, thorough, attempt mends both.
     pub fn is_data_error(&self) -> bool {
         match self {
             BatchError::Sql(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-                (code.starts_with("22") || code.starts_with("23")) && code != "23503"
+                (code.starts_with("22") || code.starts_with("23"))
+                    && code != "23503"
+                    && !(code == "23514" && db.message().starts_with("no partition"))
             }),
             _ => false,
         }
     }
 }
 
+/// What a batch's write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Rows stored (the rest of the batch was stored before: duplicates).
+    pub stored: u64,
+    /// Events past `--retention`, not stored.
+    pub expired: u64,
+}
+
 pub struct BatchWriter {
     pool: PgPool,
     catalogue: Catalogue,
+    partitions: Partitions,
     known_users: moka::sync::Cache<i64, ()>,
 }
 
 impl BatchWriter {
-    pub fn new(pool: PgPool, catalogue: Catalogue, known_users: u64) -> Self {
+    pub fn new(
+        pool: PgPool,
+        catalogue: Catalogue,
+        partitions: Partitions,
+        known_users: u64,
+    ) -> Self {
         Self {
             pool,
             catalogue,
+            partitions,
             known_users: moka::sync::Cache::new(known_users),
         }
     }
 
-    /// Stores `events` in one transaction; returns how many were new. `thorough` (for a retry)
-    /// creates every user and item the batch names instead of trusting what is remembered.
-    pub async fn write(&self, events: &[Event], thorough: bool) -> Result<u64, BatchError> {
+    /// Stores `events` in one transaction, each once. `thorough` (for a retry) creates every
+    /// user and item the batch names instead of trusting what is remembered, and reads the
+    /// partitions again.
+    pub async fn write(&self, events: &[Event], thorough: bool) -> Result<Written, BatchError> {
+        if thorough {
+            self.partitions.forget();
+        }
+        let now = chrono::Utc::now();
+        let mut events: Vec<&Event> = events.iter().collect();
+        let before = events.len();
+        events.retain(|e| !self.partitions.expired(e.ts().naive_utc(), now));
+        let expired = (before - events.len()) as u64;
+        if expired > 0 {
+            metrics::counter!("writer_expired_total").increment(expired);
+            static WARNING: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
+            if let Some(suppressed) = WARNING.allow() {
+                tracing::warn!(
+                    expired,
+                    suppressed,
+                    "events older than --retention reached the writer and were not stored"
+                );
+            }
+        }
+        self.partitions
+            .cover(events.iter().map(|e| e.ts().naive_utc()))
+            .await?;
+        let guarded: Vec<&Event> = events
+            .iter()
+            .copied()
+            .filter(|e| self.partitions.needs_guard(e))
+            .collect();
+
         let asins: Vec<Asin> = events.iter().map(|e| e.asin.clone()).collect();
         let lookups = self
             .catalogue
@@ -89,8 +138,16 @@ impl BatchWriter {
             .collect();
         new_items.sort_unstable();
 
-        let rows = Rows::new(events, &lookups);
         let mut tx = self.pool.begin().await?;
+        if !guarded.is_empty() {
+            let fresh = guard(&mut tx, &guarded).await?;
+            let stored_before = |e: &Event| {
+                guarded.iter().any(|g| g.event_id == e.event_id) && !fresh.contains(&e.event_id)
+            };
+            events.retain(|e| !stored_before(e));
+            metrics::counter!("writer_guarded_total").increment(guarded.len() as u64);
+        }
+        let rows = Rows::new(&events, &lookups);
         if !rows.visitors.is_empty() {
             lock_visitors(&mut tx, &rows.visitors).await?;
         }
@@ -122,7 +179,7 @@ impl BatchWriter {
             .rows_affected();
         tx.commit().await?;
         self.remember(users);
-        Ok(stored)
+        Ok(Written { stored, expired })
     }
 
     /// Stores identifications (each visitor keeps the first user they were identified as) and
@@ -181,10 +238,38 @@ async fn insert_users(tx: &mut sqlx::PgConnection, users: &[i64]) -> Result<(), 
     Ok(())
 }
 
+/// Records the ids of `guarded` events in `interaction_log_ids`; returns those it had not held:
+/// the others were stored before, perhaps in another partition. A second transaction recording
+/// the same id waits for the first to end, so that exactly one of them stores the event.
+async fn guard(
+    tx: &mut sqlx::PgConnection,
+    guarded: &[&Event],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    // In the ids' order, so that two transactions wait for each other's ids in one order.
+    let mut pairs: Vec<(Uuid, NaiveDateTime)> = guarded
+        .iter()
+        .map(|e| (e.event_id, e.ts().naive_utc()))
+        .collect();
+    pairs.sort_unstable();
+    let (ids, times): (Vec<Uuid>, Vec<NaiveDateTime>) = pairs.into_iter().unzip();
+    let fresh: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO interaction_log_ids (event_id, ts) SELECT * FROM UNNEST($1::uuid[], $2::timestamp[]) \
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(&ids)
+    .bind(&times)
+    .fetch_all(tx)
+    .await?;
+    Ok(fresh.into_iter().collect())
+}
+
+/// The insert of a batch. `ON CONFLICT DO NOTHING` without a target: each partition's own
+/// unique indexes (its `event_id`, its primary key) decide, as PostgreSQL cannot declare a
+/// unique `event_id` on the partitioned table.
 const INSERT_EVENTS: &str = r"
 INSERT INTO interaction_logs (event_id, user_id, asin, event_type, ts, metadata)
 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::event_type_enum[], $5::timestamp[], $6::jsonb[])
-ON CONFLICT (event_id) DO NOTHING";
+ON CONFLICT DO NOTHING";
 
 /// The insert of a batch that holds visitors' events: a visitor already identified (their
 /// identification stored by an earlier batch) has the event attributed to the user at once.
@@ -194,7 +279,7 @@ SELECT e.event_id, COALESCE(e.user_id, i.user_id), e.asin, e.event_type, e.ts, e
 FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::event_type_enum[], $6::timestamp[], $7::jsonb[], $1::text[])
     AS e (event_id, user_id, asin, event_type, ts, metadata, anonymous_id)
 LEFT JOIN visitor_identities i ON i.anonymous_id = e.anonymous_id
-ON CONFLICT (event_id) DO NOTHING";
+ON CONFLICT DO NOTHING";
 
 /// Takes, until the transaction ends, a lock per visitor: the storing of a visitor's events and
 /// their identification take turns, so that whichever commits second sees the other's rows
@@ -230,7 +315,7 @@ struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    fn new(events: &'a [Event], lookups: &HashMap<Asin, Lookup>) -> Self {
+    fn new(events: &[&'a Event], lookups: &HashMap<Asin, Lookup>) -> Self {
         let n = events.len();
         let mut rows = Rows {
             ids: Vec::with_capacity(n),
@@ -242,7 +327,7 @@ impl<'a> Rows<'a> {
             times: Vec::with_capacity(n),
             metadata: Vec::with_capacity(n),
         };
-        for event in events {
+        for &event in events {
             rows.ids.push(event.event_id);
             rows.users.push(event.actor.user().map(UserId::get));
             let visitor = event.actor.visitor().map(AnonymousId::as_str);

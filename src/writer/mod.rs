@@ -32,22 +32,26 @@ use crate::event::{Event, Identity};
 use crate::handoff::{Aside, Fetched, Record, SetAside, Source};
 use crate::health::Health;
 use crate::retry::RetryPolicy;
-pub use batch::BatchError;
 use batch::BatchWriter;
+pub use batch::{BatchError, Written};
+pub use descriptions::describe_metrics;
+pub use partitions::{PartitionConfig, Partitions};
 
 mod batch;
+mod descriptions;
+pub mod partitions;
 #[cfg(test)]
 mod tests;
 
 /// Where the writer stores batches: PostgreSQL ([`BatchWriter`]); the writer's own tests give
 /// it one in memory. An error says whether it is passing ([`BatchError::is_data_error`]).
 pub trait Store: Send + Sync + 'static {
-    /// Stores `events`, each once; returns how many were new. `thorough` is a retry's.
+    /// Stores `events`, each once; says how many were new. `thorough` is a retry's.
     fn write(
         &self,
         events: &[Event],
         thorough: bool,
-    ) -> impl Future<Output = Result<u64, BatchError>> + Send;
+    ) -> impl Future<Output = Result<Written, BatchError>> + Send;
 
     /// Attributes the identified visitors' stored events to their users; returns how many rows.
     fn attribute(
@@ -61,7 +65,7 @@ impl Store for BatchWriter {
         &self,
         events: &[Event],
         thorough: bool,
-    ) -> impl Future<Output = Result<u64, BatchError>> + Send {
+    ) -> impl Future<Output = Result<Written, BatchError>> + Send {
         BatchWriter::write(self, events, thorough)
     }
 
@@ -83,6 +87,8 @@ pub struct WriterConfig {
     /// Users remembered as present in `users`.
     pub known_users: u64,
     pub retry: RetryPolicy,
+    /// How `interaction_logs` is partitioned, kept and kept single.
+    pub partitions: PartitionConfig,
 }
 
 impl Default for WriterConfig {
@@ -94,6 +100,7 @@ impl Default for WriterConfig {
             parallel_batches: 2,
             known_users: 100_000,
             retry: RetryPolicy::default(),
+            partitions: PartitionConfig::default(),
         }
     }
 }
@@ -169,8 +176,32 @@ pub fn start<S: Source>(
     config: WriterConfig,
     health: &Health,
 ) -> WriterHandle {
-    let store = BatchWriter::new(pool, catalogue, config.known_users);
+    let partitions = Partitions::new(pool.clone(), config.partitions);
+    maintain_partitions(partitions.clone(), health);
+    let store = BatchWriter::new(pool, catalogue, partitions, config.known_users);
     start_with(store, source, config, health)
+}
+
+/// The partitions' maintenance component's name in the health registry.
+pub const PARTITIONS_COMPONENT: &str = "partitions";
+
+/// Runs [`Partitions::maintain`] now and every `--partition-interval`'s few minutes, as a
+/// component of the registry; a failure (PostgreSQL down) is logged and counted, and tried again
+/// at the next round.
+fn maintain_partitions(partitions: Partitions, health: &Health) {
+    health.spawn(PARTITIONS_COMPONENT, async move {
+        loop {
+            if let Err(error) = partitions.maintain(chrono::Utc::now()).await {
+                metrics::counter!("partition_maintenance_failures_total").increment(1);
+                static WARNING: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
+                if let Some(suppressed) = WARNING.allow() {
+                    let error = crate::telemetry::chain(&error);
+                    tracing::warn!(%error, suppressed, "partition maintenance failed; trying again at the next round");
+                }
+            }
+            tokio::time::sleep(partitions.config().every).await;
+        }
+    });
 }
 
 /// [`start`], storing into `store`.
@@ -458,7 +489,7 @@ impl<T: Store> Storer<T> {
             let single = [event.clone()];
             let started = Instant::now();
             match self.batches.write(&single, true).await {
-                Ok(stored) => record_written(1, stored, started),
+                Ok(written) => record_written(1, written, started),
                 Err(error) if error.is_data_error() => {
                     tracing::error!(%error, event_id = %event.event_id, "PostgreSQL refused an event; setting it aside");
                     metrics::counter!("events_refused_total").increment(1);
@@ -476,65 +507,10 @@ impl<T: Store> Storer<T> {
     }
 }
 
-fn record_written(events: usize, stored: u64, started: Instant) {
+fn record_written(events: usize, written: Written, started: Instant) {
     metrics::counter!("writer_batches_total").increment(1);
-    metrics::counter!("writer_rows_total").increment(stored);
-    metrics::counter!("writer_duplicates_total").increment(events as u64 - stored);
+    metrics::counter!("writer_rows_total").increment(written.stored);
+    metrics::counter!("writer_duplicates_total")
+        .increment(events as u64 - written.stored - written.expired);
     metrics::histogram!("writer_batch_seconds").record(started.elapsed().as_secs_f64());
-}
-
-/// The writer's metrics, its counters published at zero.
-pub fn describe_metrics() {
-    use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
-
-    describe_gauge!(
-        "journal_oldest_unwritten_seconds",
-        Unit::Seconds,
-        "Age of the oldest event the writer is storing and has not stored yet"
-    );
-    describe_counter!(
-        "writer_batches_total",
-        "Batches the writer committed to PostgreSQL"
-    );
-    describe_counter!(
-        "writer_rows_total",
-        "Rows the writer inserted into interaction_logs"
-    );
-    describe_counter!(
-        "writer_duplicates_total",
-        "Events the writer delivered again that PostgreSQL already held (a replay or a retry): skipped"
-    );
-    describe_histogram!(
-        "writer_batch_seconds",
-        Unit::Seconds,
-        "Time to store one batch in PostgreSQL"
-    );
-    describe_counter!(
-        "writer_retries_total",
-        "Failed batch writes the writer retried"
-    );
-    describe_counter!(
-        "writer_failures_total",
-        "Batch writes that failed after every quick retry (retried until they land)"
-    );
-    describe_counter!(
-        "events_refused_total",
-        "Events PostgreSQL refused for their content, set aside in the journal's quarantine"
-    );
-    describe_counter!(
-        "visitor_events_attributed_total",
-        "Stored visitor events the writer attributed to a user after the visitor's identification"
-    );
-
-    for name in [
-        "visitor_events_attributed_total",
-        "writer_batches_total",
-        "writer_rows_total",
-        "writer_duplicates_total",
-        "writer_retries_total",
-        "writer_failures_total",
-        "events_refused_total",
-    ] {
-        counter!(name).increment(0);
-    }
 }

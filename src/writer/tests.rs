@@ -96,7 +96,7 @@ impl sqlx::error::DatabaseError for CheckViolation {
 }
 
 impl Store for MemoryStore {
-    async fn write(&self, events: &[Event], _thorough: bool) -> Result<u64, BatchError> {
+    async fn write(&self, events: &[Event], _thorough: bool) -> Result<Written, BatchError> {
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         self.log.attempts.lock().push((Instant::now(), ids.clone()));
         {
@@ -121,7 +121,10 @@ impl Store for MemoryStore {
                 stored.push(id);
             }
         }
-        Ok((stored.len() - before) as u64)
+        Ok(Written {
+            stored: (stored.len() - before) as u64,
+            expired: 0,
+        })
     }
 
     async fn attribute(&self, _identities: &[Identity]) -> Result<u64, BatchError> {
@@ -156,6 +159,7 @@ fn config(batch_size: usize) -> WriterConfig {
         parallel_batches: 2,
         known_users: 10,
         retry: POLICY,
+        partitions: PartitionConfig::default(),
     }
 }
 

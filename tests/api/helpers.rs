@@ -176,15 +176,33 @@ impl TestApp {
     /// Starts the app with the test settings, adjusted by `adjust`, and a small catalogue.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let database = TestDatabase::new();
-        let redis = RedisPrefix::new();
-        let journal = tempfile::tempdir().unwrap();
-        let mut settings = test_settings(&database, &redis, &journal);
-        adjust(&mut settings);
         // Seed through a direct connection, whatever the app's own URL (a proxy, say).
         let pool = event_ingest::db::prepare(&SecretUrl::new(&database.url), 4)
             .await
             .expect("test database");
         seed_catalogue(&pool).await;
+        Self::spawn_on(
+            database,
+            RedisPrefix::new(),
+            tempfile::tempdir().unwrap(),
+            adjust,
+        )
+        .await
+    }
+
+    /// Starts the app on a database made already (its catalogue in place), with the test
+    /// settings adjusted by `adjust`.
+    pub async fn spawn_on(
+        database: TestDatabase,
+        redis: RedisPrefix,
+        journal: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let mut settings = test_settings(&database, &redis, &journal);
+        adjust(&mut settings);
+        let pool = event_ingest::db::connect(&SecretUrl::new(&database.url), 4)
+            .await
+            .expect("test database");
         let app = Application::build(settings.clone())
             .await
             .expect("the app builds");

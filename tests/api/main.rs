@@ -17,6 +17,7 @@ mod jetstream;
 mod keys;
 mod nodes;
 mod operations;
+mod partitions;
 mod process;
 mod rerank;
 mod segment;

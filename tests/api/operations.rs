@@ -226,6 +226,7 @@ async fn every_background_task_is_a_component_the_registry_watches() {
         "metrics-upkeep",
         "dependency-probe",
         "rate-limiter-upkeep",
+        "partitions",
     ] {
         assert_eq!(
             ready["components"][component]["status"], "running",

@@ -8,10 +8,11 @@
 //! Layout (integers little-endian):
 //!
 //! ```text
-//! u8        FORMAT (1): an event, this layout
+//! u8        FORMAT (2): an event, this layout (1: the same, written before flag 8 existed)
 //! [u8; 16]  event_id
 //! u8        event_type: 1 view, 2 click, 3 add_to_cart, 4 purchase, 5 rate
-//! u8        flags: 1 the actor is a visitor, 2 ts is there, 4 metadata is there
+//! u8        flags: 1 the actor is a visitor, 2 ts is there, 4 metadata is there, 8 the client
+//!           chose the event id (format 2 only; a format 1 record is read as if it had)
 //! i64       user_id                  | u8 length, then the anonymous_id's bytes (a visitor)
 //! i64, u32  received_at: seconds since 1970 and nanoseconds
 //! i64, u32  ts, the same way         (if its flag is set)
@@ -30,11 +31,20 @@ use uuid::Uuid;
 use crate::event::{Actor, AnonymousId, Asin, Event, EventType, Metadata, UserId};
 
 /// The first byte of an event in this form; JSON's first byte is `{`.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
+
+/// The first byte of the form before [`CLIENT_ID`]: read still, never written.
+const FORMAT_1: u8 = 1;
 
 const VISITOR: u8 = 1;
 const HAS_TS: u8 = 2;
 const HAS_METADATA: u8 = 4;
+const CLIENT_ID: u8 = 8;
+
+/// Whether `record` is an event in this form (of either format).
+pub fn is_binary(record: &[u8]) -> bool {
+    matches!(record.first(), Some(&FORMAT | &FORMAT_1))
+}
 
 /// Why bytes are not an event in this form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +63,9 @@ pub fn encode(event: &Event) -> Vec<u8> {
     }
     if metadata.is_some() {
         flags |= HAS_METADATA;
+    }
+    if event.client_event_id {
+        flags |= CLIENT_ID;
     }
     let mut out = Vec::with_capacity(64 + event.asin.as_str().len() + metadata.map_or(0, str::len));
     out.push(FORMAT);
@@ -85,15 +98,20 @@ pub fn encode(event: &Event) -> Vec<u8> {
 /// Reads an event written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let mut input = Input(bytes);
-    if input.u8()? != FORMAT {
-        return Err(DecodeError("unknown format"));
-    }
+    let known_flags = match input.u8()? {
+        FORMAT => VISITOR | HAS_TS | HAS_METADATA | CLIENT_ID,
+        FORMAT_1 => VISITOR | HAS_TS | HAS_METADATA,
+        _ => return Err(DecodeError("unknown format")),
+    };
     let event_id = Uuid::from_bytes(input.take(16)?.try_into().expect("16 bytes"));
     let event_type = event_type(input.u8()?).ok_or(DecodeError("unknown event type"))?;
     let flags = input.u8()?;
-    if flags & !(VISITOR | HAS_TS | HAS_METADATA) != 0 {
+    if flags & !known_flags != 0 {
         return Err(DecodeError("unknown flags"));
     }
+    // A record of format 1 does not say who chose the id: as if the client had, so that its
+    // retries are kept single (docs/ARCHITECTURE.md, "Exactly once across partitions").
+    let client_event_id = flags & CLIENT_ID != 0 || known_flags & CLIENT_ID == 0;
     let actor = if flags & VISITOR != 0 {
         let len = input.u8()? as usize;
         let id = input.text(len)?;
@@ -128,8 +146,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         metadata,
         received_at,
         ts,
-        // A record does not say whether the client chose the id.
-        client_event_id: false,
+        client_event_id,
     })
 }
 
@@ -211,8 +228,8 @@ mod tests {
                    "timestamp": chrono::Utc::now().to_rfc3339()}),
         ] {
             let mut event = event(body);
-            // A record does not say whether the client chose the id.
-            event.client_event_id = false;
+            assert_eq!(round_trip(&event), event);
+            event.client_event_id = !event.client_event_id;
             assert_eq!(round_trip(&event), event);
         }
     }
@@ -251,6 +268,14 @@ mod tests {
         let mut other = bytes.clone();
         other[0] = b'{';
         assert_eq!(decode(&other), Err(DecodeError("unknown format")));
+        let mut format_1 = bytes.clone();
+        format_1[0] = FORMAT_1;
+        assert!(
+            decode(&format_1).unwrap().client_event_id,
+            "read as the client's id"
+        );
+        format_1[18] |= CLIENT_ID;
+        assert_eq!(decode(&format_1), Err(DecodeError("unknown flags")));
         let mut bad_user = bytes.clone();
         bad_user[19..27].copy_from_slice(&0i64.to_le_bytes());
         assert_eq!(decode(&bad_user), Err(DecodeError("invalid user_id")));
@@ -260,7 +285,10 @@ mod tests {
         #[test]
         fn any_bytes_decode_to_a_valid_event_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(event) = decode(&bytes) {
-                prop_assert_eq!(encode(&event), bytes);
+                prop_assert_eq!(decode(&encode(&event)), Ok(event.clone()));
+                if bytes[0] == FORMAT {
+                    prop_assert_eq!(encode(&event), bytes);
+                }
             }
         }
 
@@ -276,9 +304,13 @@ mod tests {
             let mut bytes = encode(&event(body));
             let at = at.index(bytes.len());
             bytes[at] = value;
-            // Whatever still decodes is a valid event whose record is exactly these bytes.
+            // Whatever still decodes is a valid event whose record is exactly these bytes (or, of
+            // the older format, the same event).
             if let Ok(event) = decode(&bytes) {
-                prop_assert_eq!(encode(&event), bytes);
+                prop_assert_eq!(decode(&encode(&event)), Ok(event.clone()));
+                if bytes[0] == FORMAT {
+                    prop_assert_eq!(encode(&event), bytes);
+                }
             }
         }
     }

@@ -74,7 +74,7 @@ pub enum DecodeError {
 /// Decodes a record of the journal: an event in the binary form; or as JSON, an identification,
 /// or an event an older build journaled.
 pub fn decode(payload: &[u8]) -> Result<crate::handoff::Record, DecodeError> {
-    if payload.first() == Some(&binary::FORMAT) {
+    if binary::is_binary(payload) {
         Ok(crate::handoff::Record::Event(binary::decode(payload)?))
     } else {
         Ok(crate::handoff::json::decode(payload)?)
