@@ -53,6 +53,10 @@ struct JournalArgs {
     /// ASINs to use, comma-separated (the catalogue's).
     #[arg(long, value_delimiter = ',')]
     asins: Vec<String>,
+    /// Each event with a `timestamp` and `sent_at` of the client's, as the TypeScript client
+    /// sends them (its time then is the client's, not the time of receipt).
+    #[arg(long)]
+    client_times: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -142,7 +146,13 @@ async fn fill_journal(args: JournalArgs) -> anyhow::Result<()> {
         let n = 1000.min(args.events - chunk * 1000);
         let payloads = (0..n)
             .map(|_| {
-                let body = random_event(&mut rng, args.users, &args.asins, EventIds::TimeOrdered);
+                let mut body =
+                    random_event(&mut rng, args.users, &args.asins, EventIds::TimeOrdered);
+                if args.client_times {
+                    let at = now - chrono::TimeDelta::milliseconds(rng.random_range(0..60_000));
+                    body["timestamp"] = json!(at.to_rfc3339());
+                    body["sent_at"] = json!(now.to_rfc3339());
+                }
                 let event =
                     Event::from_value(body, &EventRules::default(), Arrival::at(now)).unwrap();
                 event_ingest::handoff::journal::binary::encode(&event)

@@ -25,6 +25,7 @@
 mod breaker;
 mod connection;
 mod identify;
+pub mod model;
 mod record;
 
 use std::collections::HashMap;

@@ -22,7 +22,7 @@ use crate::event::{Actor, EventType};
 /// Most event ids remembered per user for deduplication: enough for any client's retries, and
 /// few enough that adding one stays cheap (Redis scans its compact encoding on every ZADD; ids
 /// are stored as their 16 bytes, not 36 characters, for the same reason).
-const EVENT_IDS_CAP: usize = 64;
+pub(super) const EVENT_IDS_CAP: usize = 64;
 
 /// Most events in one round of script calls.
 const MAX_EVENTS_PER_ROUND: usize = 512;

@@ -6,6 +6,7 @@ mod abuse;
 mod components;
 mod compression;
 mod context;
+mod context_model;
 mod deployment;
 mod durability;
 mod edge;
