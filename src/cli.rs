@@ -1,4 +1,4 @@
-//! The command line: `serve`, `writer`, `migrate`, `seed-catalog`, `verify`.
+//! The command line: `serve`, `writer`, `migrate`, `seed-catalog`, `verify`, `evaluate`.
 
 use std::process::ExitCode;
 
@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{DatabaseArgs, Settings, WriterSettings};
 use crate::telemetry::LogFormat;
-use crate::{db, seed_catalog, startup, verify};
+use crate::{db, evaluate, seed_catalog, startup, verify};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +36,9 @@ pub enum Command {
     SeedCatalog(seed_catalog::SeedArgs),
     /// Check a running service end to end: HTTP, Redis keys, PostgreSQL rows.
     Verify(verify::VerifyArgs),
+    /// Measure offline what the realtime context is worth: sessions replayed, the re-ranker's
+    /// rules against a popularity ranking (Recall, MRR and NDCG at 20).
+    Evaluate(Box<evaluate::EvaluateArgs>),
 }
 
 impl Command {
@@ -55,6 +58,7 @@ impl Command {
             }
             Command::SeedCatalog(args) => seed_catalog::run(&args).await?,
             Command::Verify(args) => return verify::run(&args).await,
+            Command::Evaluate(args) => evaluate::run(*args).await?,
         }
         Ok(ExitCode::SUCCESS)
     }

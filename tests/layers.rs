@@ -8,7 +8,7 @@ use std::path::Path;
 /// From the top down; a module may name those of the layers after its own.
 const LAYERS: &[&[&str]] = &[
     &["main", "lib", "cli"],
-    &["startup", "verify", "seed_catalog"],
+    &["startup", "verify", "seed_catalog", "evaluate"],
     &["config"],
     &["server"],
     &["api"],

@@ -10,6 +10,7 @@ mod context_model;
 mod deployment;
 mod durability;
 mod edge;
+mod evaluate;
 mod event_time;
 mod faults;
 mod helpers;
