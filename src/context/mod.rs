@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use breaker::BREAKER_COOLDOWN;
 use breaker::{Breaker, Breakers, slot_of};
 pub use identify::Merged;
-pub use record::RECORD_SCRIPT;
+pub use record::{KEY_NAMES, RECORD_SCRIPT};
 
 use crate::event::{Actor, Event, EventType};
 use crate::health::Health;

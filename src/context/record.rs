@@ -19,6 +19,15 @@ use futures::StreamExt as _;
 use super::{ContextError, ContextUpdate, PURCHASED_CAP, Redis, slot_of};
 use crate::event::{Actor, EventType};
 
+/// An actor's five keys, after its stem (`user:42:`), in the script's order.
+pub const KEY_NAMES: [&str; 5] = [
+    "recent_items",
+    "recent_categories",
+    "last_active",
+    "event_ids",
+    "purchased",
+];
+
 /// Most event ids remembered per user for deduplication: enough for any client's retries, and
 /// few enough that adding one stays cheap (Redis scans its compact encoding on every ZADD; ids
 /// are stored as their 16 bytes, not 36 characters, for the same reason).
@@ -109,14 +118,7 @@ impl Prepared {
         let stem = redis.config.keys.stem(&event.actor);
         let mut bytes = Vec::with_capacity(6 * stem.len() + 128);
         let mut ends = [0; 10];
-        let names = [
-            "recent_items",
-            "recent_categories",
-            "last_active",
-            "event_ids",
-            "purchased",
-        ];
-        for (end, name) in ends.iter_mut().zip(names) {
+        for (end, name) in ends.iter_mut().zip(KEY_NAMES) {
             bytes.extend_from_slice(stem.as_bytes());
             bytes.extend_from_slice(name.as_bytes());
             *end = bytes.len();

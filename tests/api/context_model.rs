@@ -10,7 +10,9 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use event_ingest::context::model::{ActorKeys, Model, Recorded};
-use event_ingest::context::{CategoryWeights, ContextConfig, ContextStore, ContextUpdate, Keys};
+use event_ingest::context::{
+    CategoryWeights, ContextConfig, ContextStore, ContextUpdate, KEY_NAMES, Keys,
+};
 use event_ingest::event::{Actor, Arrival, Event, EventRules};
 use event_ingest::health::Health;
 use event_ingest::secret::SecretUrl;
@@ -100,16 +102,10 @@ impl Pair {
         } else {
             Actor::User(event_ingest::event::UserId::new(77).unwrap())
         };
-        let names = [
-            "recent_items",
-            "recent_categories",
-            "last_active",
-            "event_ids",
-            "purchased",
-        ]
-        .iter()
-        .map(|name| config.keys.key(&actor, name))
-        .collect();
+        let names = KEY_NAMES
+            .iter()
+            .map(|name| config.keys.key(&actor, name))
+            .collect();
         let store = ContextStore::new(
             &SecretUrl::new(REDIS_URL),
             false,

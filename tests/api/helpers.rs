@@ -480,6 +480,23 @@ impl Drop for RedisServer {
     }
 }
 
+/// The error that stops the start of an app with the test settings adjusted by `adjust`, with
+/// its causes (`{:#}`); panics if it starts.
+pub async fn refused_start(adjust: impl FnOnce(&mut Settings)) -> String {
+    let (database, redis, journal) = (
+        TestDatabase::new(),
+        RedisPrefix::new(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut settings = test_settings(&database, &redis, &journal);
+    adjust(&mut settings);
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("the start is refused");
+    format!("{error:#}")
+}
+
 /// An app on a Redis of its own (to pause it without disturbing other tests), with `adjust`
 /// applied.
 pub async fn with_own_redis(adjust: impl FnOnce(&mut Settings)) -> (TestApp, RedisServer) {

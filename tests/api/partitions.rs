@@ -11,7 +11,7 @@ use event_ingest::config::{Human, Settings};
 use event_ingest::secret::SecretUrl;
 use event_ingest::writer::{PartitionConfig, Partitions};
 
-use crate::helpers::{ITEMS, RedisPrefix, TestApp, TestDatabase, eventually, test_settings};
+use crate::helpers::{ITEMS, RedisPrefix, TestApp, TestDatabase, eventually, refused_start};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -193,18 +193,7 @@ async fn retention_drops_whole_partitions_past_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_event_age_beyond_retention_stops_the_start() {
-    let (database, redis, journal) = (
-        TestDatabase::new(),
-        RedisPrefix::new(),
-        tempfile::tempdir().unwrap(),
-    );
-    let mut settings = test_settings(&database, &redis, &journal);
-    settings.writer.retention = Some(Human(24 * HOUR));
-    let error = event_ingest::startup::Application::build(settings)
-        .await
-        .err()
-        .expect("the start is refused");
-    let message = format!("{error:#}");
+    let message = refused_start(|s| s.writer.retention = Some(Human(24 * HOUR))).await;
     assert!(
         message.contains("--max-event-age") && message.contains("--retention"),
         "{message}"

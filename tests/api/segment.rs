@@ -10,9 +10,7 @@ use std::io::Write as _;
 use redis::AsyncCommands as _;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    ITEMS, RedisPrefix, TestApp, TestDatabase, eventually, metric, scrape, test_settings,
-};
+use crate::helpers::{ITEMS, TestApp, eventually, metric, refused_start, scrape};
 
 const PHONE: &str = ITEMS[0].0;
 const CASE: &str = ITEMS[1].0;
@@ -509,19 +507,8 @@ async fn the_demo_serves_segments_sdk_from_its_directory_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_sdk_directory_without_the_sdk_stops_the_start() {
-    let (database, redis, journal) = (
-        TestDatabase::new(),
-        RedisPrefix::new(),
-        tempfile::tempdir().unwrap(),
-    );
     let empty = tempfile::tempdir().unwrap();
-    let mut settings = test_settings(&database, &redis, &journal);
-    settings.edge.demo_segment_sdk = Some(empty.path().to_owned());
-    let error = event_ingest::startup::Application::build(settings)
-        .await
-        .err()
-        .expect("the start is refused");
-    let message = format!("{error:#}");
+    let message = refused_start(|s| s.edge.demo_segment_sdk = Some(empty.path().to_owned())).await;
     assert!(
         message.contains("DEMO_SEGMENT_SDK") && message.contains("index.js"),
         "{message}"

@@ -90,6 +90,10 @@ def _settled(event: Mapping[str, Any]) -> JsonObject:
     return settled
 
 
+def _logged(body: JsonObject, answer: JsonObject) -> LoggedEvent:
+    return LoggedEvent(str(body["event_id"]), str(answer.get("message", "")))
+
+
 def _batch_result(answer: JsonObject, events: list[JsonObject]) -> BatchResult:
     rejected = []
     for result in answer.get("results", []):
@@ -123,6 +127,15 @@ def _context(answer: JsonObject) -> Context:
         last_active=answer.get("last_active"),
         purchased=list(answer.get("purchased", [])),
     )
+
+
+def _rerank_body(items: list[JsonObject], user_id: Optional[int], anonymous_id: Optional[str]) -> JsonObject:
+    body: JsonObject = {"items": items}
+    if user_id is not None:
+        body["user_id"] = user_id
+    if anonymous_id is not None:
+        body["anonymous_id"] = anonymous_id
+    return body
 
 
 Body = Union[JsonObject, None]
@@ -189,8 +202,7 @@ class EventClient:
         """``POST /api/event``: the seed's ``logEvent``; a visitor's with ``user_id=None`` and
         ``anonymous_id``. Returns once the event is durable."""
         body = event_body(user_id, asin, event_type, metadata, anonymous_id=anonymous_id, event_id=event_id)
-        answer = self._send("POST", "/api/event", body, stamp=True)
-        return LoggedEvent(str(body["event_id"]), str(answer.get("message", "")))
+        return _logged(body, self._send("POST", "/api/event", body, stamp=True))
 
     def log_events(self, events: Iterable[Mapping[str, Any]]) -> BatchResult:
         """``POST /api/events``: up to 500 events (dicts as ``/api/event`` takes them), each
@@ -218,12 +230,7 @@ class EventClient:
 
     def rerank(self, items: list[JsonObject], *, user_id: Optional[int] = None, anonymous_id: Optional[str] = None) -> JsonObject:
         """``POST /api/rerank`` as it answers; see :class:`ReRankingService` for the seed's call."""
-        body: JsonObject = {"items": items}
-        if user_id is not None:
-            body["user_id"] = user_id
-        if anonymous_id is not None:
-            body["anonymous_id"] = anonymous_id
-        return self._send("POST", "/api/rerank", body)
+        return self._send("POST", "/api/rerank", _rerank_body(items, user_id, anonymous_id))
 
 
 class AsyncEventClient:
@@ -284,8 +291,7 @@ class AsyncEventClient:
         event_id: Optional[str] = None,
     ) -> LoggedEvent:
         body = event_body(user_id, asin, event_type, metadata, anonymous_id=anonymous_id, event_id=event_id)
-        answer = await self._send("POST", "/api/event", body, stamp=True)
-        return LoggedEvent(str(body["event_id"]), str(answer.get("message", "")))
+        return _logged(body, await self._send("POST", "/api/event", body, stamp=True))
 
     async def log_events(self, events: Iterable[Mapping[str, Any]]) -> BatchResult:
         settled = [_settled(event) for event in events]
@@ -305,9 +311,4 @@ class AsyncEventClient:
         return (await self.get_context(user_id))["recent_categories"]
 
     async def rerank(self, items: list[JsonObject], *, user_id: Optional[int] = None, anonymous_id: Optional[str] = None) -> JsonObject:
-        body: JsonObject = {"items": items}
-        if user_id is not None:
-            body["user_id"] = user_id
-        if anonymous_id is not None:
-            body["anonymous_id"] = anonymous_id
-        return await self._send("POST", "/api/rerank", body)
+        return await self._send("POST", "/api/rerank", _rerank_body(items, user_id, anonymous_id))

@@ -81,6 +81,9 @@ def _unchanged(ranked_items: Sequence[Item], error: UnavailableError) -> Reranke
 
 Actor = Union[int, str]
 
+#: The answer for nothing to re-rank, given without asking the service.
+NOTHING: JsonObject = {"items": [], "context": {"available": False, "unavailable_reason": "no_items"}}
+
 
 def _actor(user_id: Optional[Actor], anonymous_id: Optional[str]) -> dict[str, Any]:
     """``rerank_items(42, ...)`` for a user; ``rerank_items(None, ..., anonymous_id=...)`` for a
@@ -112,7 +115,7 @@ class ReRankingService:
         anonymous_id: Optional[str] = None,
     ) -> Reranked[Item]:
         if not ranked_items:
-            return _reranked(ranked_items, {"items": [], "context": {"available": False}})
+            return _reranked(ranked_items, NOTHING)
         try:
             answer = self._client.rerank(_request_items(ranked_items), **_actor(user_id, anonymous_id))
         except UnavailableError as error:
@@ -145,7 +148,7 @@ class AsyncReRankingService:
         anonymous_id: Optional[str] = None,
     ) -> Reranked[Item]:
         if not ranked_items:
-            return _reranked(ranked_items, {"items": [], "context": {"available": False}})
+            return _reranked(ranked_items, NOTHING)
         try:
             answer = await self._client.rerank(_request_items(ranked_items), **_actor(user_id, anonymous_id))
         except UnavailableError as error:
