@@ -252,6 +252,52 @@ async fn one_address_may_hold_only_so_many_connections_and_others_still_get_in()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_of_connections_in_all_closes_the_next_at_once_until_one_ends() {
+    let app = TestApp::spawn_with(|s| {
+        s.edge.body_min_bytes_per_sec = 0;
+        s.edge.body_read_timeout_secs = 60;
+        s.edge.request_timeout_secs = 120;
+        s.edge.max_connections_per_address = 0;
+        s.edge.max_connections = 20;
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        open.push(trickle(&address, "/api/event").await.expect("a seat"));
+    }
+    // Any client, from any address, past the cap: closed at once.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let event = json!({"user_id": 1, "asin": ITEMS[0].0, "event_type": "view"});
+    let refused = other
+        .post(format!("{}/api/event", app.address))
+        .json(&event)
+        .send()
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // One trickler gone, its seat is free again.
+    drop(open.pop());
+    crate::helpers::eventually("a seat again", || async {
+        other
+            .post(format!("{}/api/event", app.address))
+            .json(&event)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let scrape = crate::helpers::scrape(&other, &app.address).await;
+    assert!(
+        crate::helpers::metric(&scrape, r#"connections_refused_total{reason="total"}"#) >= 1.0,
+        "{scrape}"
+    );
+    drop(open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_made_up_visitors_purchases_live_as_long_as_their_context() {
     let app = TestApp::spawn_with(|s| s.context.context_ttl_secs = 600).await;
     let event = json!({"anonymous_id": "made-up-1", "asin": ITEMS[3].0, "event_type": "purchase"});
