@@ -11,6 +11,10 @@
 -- kept out by interaction_log_ids (docs/ARCHITECTURE.md, "Exactly once across partitions").
 -- The writer makes the other partitions (src/writer/partitions.rs).
 
+-- The exclusive locks are waited for at most ten seconds (a long query on the table): the start
+-- then fails, and the next start tries again.
+SET LOCAL lock_timeout = '10s';
+
 ALTER TABLE interaction_logs RENAME TO interaction_logs_legacy;
 ALTER INDEX interaction_logs_user_ts_idx RENAME TO interaction_logs_legacy_user_ts_idx;
 ALTER INDEX interaction_logs_anonymous_ts_idx RENAME TO interaction_logs_legacy_anonymous_ts_idx;

@@ -66,13 +66,26 @@ impl Dataset {
         event_type: EventType,
         ts: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        let actor = match self.actor_ids.get(actor) {
+        self.push_as(actor, || parse_actor(actor), asin, category, event_type, ts)
+    }
+
+    /// [`Dataset::push`], the actor named by `key` and made by `actor` the first time.
+    fn push_as(
+        &mut self,
+        key: &str,
+        actor: impl FnOnce() -> anyhow::Result<Actor>,
+        asin: &str,
+        category: &str,
+        event_type: EventType,
+        ts: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let actor = match self.actor_ids.get(key) {
             Some(&id) => id,
             None => {
-                let parsed = parse_actor(actor)?;
+                let parsed = actor()?;
                 let id = self.actors.len() as u32;
                 self.actors.push(parsed);
-                self.actor_ids.insert(actor.to_owned(), id);
+                self.actor_ids.insert(key.to_owned(), id);
                 id
             }
         };
@@ -163,8 +176,16 @@ impl Dataset {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Self> {
-        let mut rows = sqlx::query_as::<_, (String, String, Option<String>, String, chrono::NaiveDateTime)>(
-            "SELECT COALESCE(l.user_id::text, l.anonymous_id), l.asin, c.category, l.event_type::text, l.ts \
+        type Fields = (
+            Option<i64>,
+            Option<String>,
+            String,
+            Option<String>,
+            String,
+            chrono::NaiveDateTime,
+        );
+        let mut rows = sqlx::query_as::<_, Fields>(
+            "SELECT l.user_id, l.anonymous_id, l.asin, c.category, l.event_type::text, l.ts \
              FROM interaction_logs l LEFT JOIN item_catalogue c ON c.asin = l.asin \
              WHERE ($1::timestamp IS NULL OR l.ts >= $1) AND ($2::timestamp IS NULL OR l.ts < $2) \
              ORDER BY l.ts, l.id",
@@ -173,12 +194,22 @@ impl Dataset {
         .bind(until.map(|t| t.naive_utc()))
         .fetch(pool);
         let mut dataset = Dataset::default();
-        while let Some((actor, asin, category, kind, ts)) =
+        while let Some((user, visitor, asin, category, kind, ts)) =
             rows.try_next().await.context("reading interaction_logs")?
         {
             let event_type = EventType::parse(&kind).context("an event type of the database")?;
-            dataset.push(
-                &actor,
+            // A visitor identified since is the user; a visitor's id is never read as a user's.
+            let (key, actor) = match (user, visitor) {
+                (Some(user), _) => (format!("u{user}"), UserId::new(user).map(Actor::User)),
+                (None, Some(visitor)) => (
+                    format!("v{visitor}"),
+                    AnonymousId::new(visitor).map(Actor::Visitor),
+                ),
+                (None, None) => anyhow::bail!("a row of interaction_logs names no actor"),
+            };
+            dataset.push_as(
+                &key,
+                || actor.map_err(|error| anyhow::anyhow!("an actor of the database: {error}")),
                 &asin,
                 category.as_deref().unwrap_or(""),
                 event_type,

@@ -205,6 +205,14 @@ pub fn run(
     let span = (last.ts - first.ts).num_milliseconds() as f64;
     let split_at = first.ts + chrono::TimeDelta::milliseconds((span * protocol.split) as i64);
     let history = data.rows.partition_point(|row| row.ts < split_at);
+    if history == 0 || history == data.rows.len() {
+        anyhow::bail!(
+            "--split {} leaves no events on one side (the events span {} to {}): nothing to learn from or nothing to evaluate",
+            protocol.split,
+            first.ts,
+            last.ts
+        );
+    }
     let ranking = InputRanking::from_history(data, history, protocol.candidates);
     let window = model.config().recent_items_cap;
     let names: HashMap<&str, u32> = data

@@ -7,7 +7,7 @@
 //! remembered, and only items the catalogue does not know are created, so in the steady state a
 //! batch is one statement.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDateTime;
 use sqlx::encode::IsNull;
@@ -85,10 +85,14 @@ impl BatchWriter {
     /// partitions again.
     pub async fn write(&self, events: &[Event], thorough: bool) -> Result<Written, BatchError> {
         if thorough {
-            self.partitions.forget();
+            // A partition may have been dropped or made meanwhile.
+            self.partitions.refresh().await?;
         }
         let now = chrono::Utc::now();
-        let mut events: Vec<&Event> = events.iter().collect();
+        // An event twice in one batch (a client's retry beside the first, both still in the
+        // hand-off) is written once: its two times may lie in two partitions.
+        let mut seen = HashSet::with_capacity(events.len());
+        let mut events: Vec<&Event> = events.iter().filter(|e| seen.insert(e.event_id)).collect();
         let before = events.len();
         events.retain(|e| !self.partitions.expired(e.ts().naive_utc(), now));
         let expired = (before - events.len()) as u64;
@@ -141,10 +145,12 @@ impl BatchWriter {
         let mut tx = self.pool.begin().await?;
         if !guarded.is_empty() {
             let fresh = guard(&mut tx, &guarded).await?;
-            let stored_before = |e: &Event| {
-                guarded.iter().any(|g| g.event_id == e.event_id) && !fresh.contains(&e.event_id)
-            };
-            events.retain(|e| !stored_before(e));
+            let stored_before: HashSet<Uuid> = guarded
+                .iter()
+                .map(|e| e.event_id)
+                .filter(|id| !fresh.contains(id))
+                .collect();
+            events.retain(|e| !stored_before.contains(&e.event_id));
             metrics::counter!("writer_guarded_total").increment(guarded.len() as u64);
         }
         let rows = Rows::new(&events, &lookups);
@@ -244,7 +250,7 @@ async fn insert_users(tx: &mut sqlx::PgConnection, users: &[i64]) -> Result<(), 
 async fn guard(
     tx: &mut sqlx::PgConnection,
     guarded: &[&Event],
-) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+) -> Result<HashSet<Uuid>, sqlx::Error> {
     // In the ids' order, so that two transactions wait for each other's ids in one order.
     let mut pairs: Vec<(Uuid, NaiveDateTime)> = guarded
         .iter()

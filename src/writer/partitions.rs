@@ -95,6 +95,10 @@ const PARTITION_LOCK: i64 = 0x5041_5254; // "PART"
 /// plans each of them.
 const MAX_PARTITIONS_MADE: u64 = 1_000;
 
+/// Longest a retention's `DROP TABLE` waits for its lock on `interaction_logs` (inserts queue
+/// behind it meanwhile).
+const DROP_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Most rows of the id table deleted by one statement of maintenance.
 const PRUNE_ROWS: i64 = 10_000;
 
@@ -153,12 +157,6 @@ impl Partitions {
         Ok(())
     }
 
-    /// Forgets what is known, so that the next [`Partitions::cover`] reads the catalogue again
-    /// (after a write failed: a partition may have been dropped meanwhile).
-    pub fn forget(&self) {
-        self.known.write().clear();
-    }
-
     /// Whether an event of this time is past retention: not to be stored.
     pub fn expired(&self, ts: NaiveDateTime, now: DateTime<Utc>) -> bool {
         self.config
@@ -196,8 +194,8 @@ impl Partitions {
         // Under the lock, what another writer may have made counts.
         let mut known = read_ranges(&mut *tx).await?;
         let mut made = Vec::new();
-        for piece in missing_pieces(&known, first, last, self.config.interval) {
-            create(&mut tx, &piece).await?;
+        for mut piece in missing_pieces(&known, first, last, self.config.interval) {
+            create(&mut tx, &mut piece).await?;
             made.push(piece.name.clone());
             known.push(piece);
         }
@@ -223,14 +221,16 @@ impl Partitions {
             .unwrap_or(NaiveDateTime::MIN);
         // Somewhere in the `ahead`th partition after the current one.
         let last = now_naive + interval * config.ahead as i32;
-        let created = self.ensure(first, last).await?;
-        let dropped = self.drop_expired(now).await?;
-        let ids_pruned = self.prune_ids(now).await?;
+        // Each step whatever became of the one before: a partition that cannot be made now
+        // does not hold retention back.
+        let created = self.ensure(first, last).await;
+        let dropped = self.drop_expired(now).await;
+        let ids_pruned = self.prune_ids(now).await;
         metrics::gauge!("partitions").set(self.known.read().len() as f64);
         Ok(Maintained {
-            created,
-            dropped,
-            ids_pruned,
+            created: created?,
+            dropped: dropped?,
+            ids_pruned: ids_pruned?,
         })
     }
 
@@ -244,39 +244,51 @@ impl Partitions {
             return Ok(Vec::new());
         };
         let horizon = (now - retention).naive_utc();
-        let mut tx = self.pool.begin().await?;
-        lock(&mut tx).await?;
-        let known = read_ranges(&mut *tx).await?;
-        let mut dropped = Vec::new();
-        for range in known
-            .iter()
+        let expired: Vec<Range> = read_ranges(&self.pool)
+            .await?
+            .into_iter()
             .filter(|range| range.to.is_some_and(|to| to <= horizon))
-        {
-            let rows: f64 = sqlx::query_scalar(
-                "SELECT reltuples::float8 FROM pg_class WHERE oid = $1::regclass",
+            .collect();
+        let mut dropped = Vec::new();
+        // One partition a transaction: `DROP TABLE` of a partition locks `interaction_logs`
+        // itself, for a catalogue change (milliseconds), and waits for that lock at most
+        // DROP_LOCK_TIMEOUT, while inserts queue behind it; past it, the next round tries again.
+        for range in expired {
+            let mut tx = self.pool.begin().await?;
+            lock(&mut tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET LOCAL lock_timeout = '{}ms'",
+                DROP_LOCK_TIMEOUT.as_millis()
+            )))
+            .execute(&mut *tx)
+            .await?;
+            let rows: Option<f64> = sqlx::query_scalar(
+                "SELECT c.reltuples::float8 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = 'interaction_logs'::regclass AND c.relname = $1",
             )
             .bind(&range.name)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            let Some(rows) = rows else {
+                continue; // dropped by another writer meanwhile
+            };
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP TABLE {}",
                 quote_ident(&range.name)
             )))
             .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             tracing::info!(
                 partition = %range.name,
                 until = %range.to.expect("bounded"),
                 rows_estimated = rows.max(0.0) as u64,
                 "dropped a partition past --retention"
             );
-            dropped.push(range.name.clone());
+            metrics::counter!("partitions_dropped_total").increment(1);
+            self.known.write().retain(|known| known.name != range.name);
+            dropped.push(range.name);
         }
-        tx.commit().await?;
-        metrics::counter!("partitions_dropped_total").increment(dropped.len() as u64);
-        self.known
-            .write()
-            .retain(|range| !dropped.contains(&range.name));
         Ok(dropped)
     }
 
@@ -402,7 +414,20 @@ async fn lock(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
 /// Makes one partition: a table like `interaction_logs` with its own primary key and unique
 /// event id, then attached (which takes a lock that lets inserts go on, and builds the parent's
 /// indexes and foreign keys on an empty table).
-async fn create(tx: &mut sqlx::PgConnection, range: &Range) -> Result<(), sqlx::Error> {
+async fn create(tx: &mut sqlx::PgConnection, range: &mut Range) -> Result<(), sqlx::Error> {
+    // A table of the grid's name may stand already, a partition detached by hand to archive it:
+    // the new one takes the next free name.
+    let base = range.name.clone();
+    for n in 2.. {
+        let taken: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(quote_ident(&range.name))
+            .fetch_one(&mut *tx)
+            .await?;
+        if !taken {
+            break;
+        }
+        range.name = format!("{base}_{n}");
+    }
     let name = quote_ident(&range.name);
     let bound = |time: Option<NaiveDateTime>, none: &str| {
         time.map_or(none.to_owned(), |t| {

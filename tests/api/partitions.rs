@@ -104,6 +104,29 @@ async fn a_retry_whose_time_lands_in_the_next_partition_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_twice_in_one_batch_across_a_bound_is_stored_once() {
+    let app = TestApp::spawn_with(hourly).await;
+    let bound = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap();
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let at = |ms: i64| {
+        json!({"user_id": 9, "asin": ITEMS[0].0, "event_type": "view", "event_id": event_id,
+               "timestamp": rfc3339(bound + TimeDelta::milliseconds(ms))})
+    };
+    // A client's first try and its retry, both still in the hand-off when the writer reads.
+    let (status, answer) = app
+        .post("/api/events", &json!({"events": [at(-50), at(50)]}))
+        .await;
+    assert_eq!(
+        (status, answer["accepted"].as_i64()),
+        (200, Some(2)),
+        "{answer}"
+    );
+    assert_eq!(app.post_event(61, ITEMS[0].0, "view").await, 200);
+    app.wait_for_rows(2).await;
+    assert_eq!(stored(&app, &event_id).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_without_a_time_of_its_own_across_a_bound_is_stored_once() {
     // Minutes, so that a bound comes within the test: the event's time is its time of receipt,
     // and the retry is received after the bound.

@@ -16,6 +16,7 @@ import pytest
 from event_ingest_client import (
     AsyncEventClient,
     EventClient,
+    ReRankingService,
     RetryPolicy,
     UnavailableError,
 )
@@ -117,6 +118,16 @@ def test_a_service_out_of_reach_is_reported_after_the_retries() -> None:
             client.log_event(1, ITEMS[0][0], "view")
     assert unavailable.value.attempts == 3
     assert unavailable.value.status is None
+    (event,) = unavailable.value.events
+    assert event["asin"] == ITEMS[0][0] and event["event_id"] and event["timestamp"], "to send again"
+
+
+def test_the_re_ranker_does_not_wait_out_a_long_retry_after(service: Service, refusing: Refusing) -> None:
+    ranked = [(ITEMS[0][0], 0.9), (ITEMS[1][0], 0.8)]
+    started = time.monotonic()
+    reranked = ReRankingService(refusing.url).rerank_items(1, ranked)
+    assert time.monotonic() - started < 0.9, "Retry-After: 1 is longer than a recommender waits"
+    assert (list(reranked), reranked.unavailable_reason) == (ranked, "service_unavailable")
 
 
 def test_retry_after_is_read_as_seconds_or_a_date() -> None:

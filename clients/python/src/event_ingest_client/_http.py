@@ -21,17 +21,20 @@ JsonObject = dict[str, Any]
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries after the first attempt; the first backoff step and its cap, in seconds (a
-    ``Retry-After`` is honoured even when longer)."""
+    ``Retry-After`` is honoured even when longer, up to ``max_retry_after``: a longer one ends the
+    retries at once)."""
 
     max_retries: int = 3
     base_delay: float = 0.2
     max_delay: float = 10.0
+    max_retry_after: float = 60.0
 
 
 def retryable(status: int) -> bool:
-    """408 (the body arrived too slowly), 429 (rate limited) and every 5xx (503 overloaded, busy
-    or unavailable, and a proxy's 502 and 504): safe to send again with the same event id."""
-    return status == 408 or status == 429 or status >= 500
+    """408 (the body arrived too slowly), 429 (rate limited) and 5xx (503 overloaded, busy or
+    unavailable, and a proxy's 502 and 504; not 501, which a retry cannot change): safe to send
+    again with the same event id."""
+    return status == 408 or status == 429 or (status >= 500 and status != 501)
 
 
 def retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:

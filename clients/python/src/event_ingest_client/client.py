@@ -17,6 +17,7 @@ import httpx
 
 from . import _http
 from ._http import JsonObject, RetryPolicy
+from .errors import UnavailableError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -85,8 +86,10 @@ def event_body(
 def _settled(event: Mapping[str, Any]) -> JsonObject:
     """A batch's event with its id and time settled, as :func:`event_body` settles them."""
     settled = dict(event)
-    settled.setdefault("event_id", _http.uuid7())
-    settled.setdefault("timestamp", _http.now_rfc3339())
+    if settled.get("event_id") is None:
+        settled["event_id"] = _http.uuid7()
+    if settled.get("timestamp") is None:
+        settled["timestamp"] = _http.now_rfc3339()
     return settled
 
 
@@ -184,6 +187,8 @@ class EventClient:
             if not isinstance(result, _http.Retry):
                 return result
             last = result
+            if result.after is not None and result.after > self.retry.max_retry_after:
+                raise _http.exhausted(last, attempt + 1)
             if attempt + 1 < attempts:
                 time.sleep(_http.delay(attempt, result.after, self.retry))
         assert last is not None
@@ -198,17 +203,29 @@ class EventClient:
         *,
         anonymous_id: Optional[str] = None,
         event_id: Optional[str] = None,
+        timestamp: Optional[str] = None,
     ) -> LoggedEvent:
         """``POST /api/event``: the seed's ``logEvent``; a visitor's with ``user_id=None`` and
-        ``anonymous_id``. Returns once the event is durable."""
-        body = event_body(user_id, asin, event_type, metadata, anonymous_id=anonymous_id, event_id=event_id)
-        return _logged(body, self._send("POST", "/api/event", body, stamp=True))
+        ``anonymous_id``. Returns once the event is durable. To send an event again after an
+        :class:`UnavailableError`, pass its ``event_id`` and ``timestamp`` (the error's) back."""
+        body = event_body(
+            user_id, asin, event_type, metadata, anonymous_id=anonymous_id, event_id=event_id, timestamp=timestamp
+        )
+        try:
+            return _logged(body, self._send("POST", "/api/event", body, stamp=True))
+        except UnavailableError as error:
+            error.events = [body]
+            raise
 
     def log_events(self, events: Iterable[Mapping[str, Any]]) -> BatchResult:
         """``POST /api/events``: up to 500 events (dicts as ``/api/event`` takes them), each
         accepted or rejected on its own."""
         settled = [_settled(event) for event in events]
-        answer = self._send("POST", "/api/events", {"events": settled}, stamp=True)
+        try:
+            answer = self._send("POST", "/api/events", {"events": settled}, stamp=True)
+        except UnavailableError as error:
+            error.events = settled
+            raise
         return _batch_result(answer, settled)
 
     def identify(self, anonymous_id: str, user_id: int) -> JsonObject:
@@ -275,6 +292,8 @@ class AsyncEventClient:
             if not isinstance(result, _http.Retry):
                 return result
             last = result
+            if result.after is not None and result.after > self.retry.max_retry_after:
+                raise _http.exhausted(last, attempt + 1)
             if attempt + 1 < attempts:
                 await asyncio.sleep(_http.delay(attempt, result.after, self.retry))
         assert last is not None
@@ -289,13 +308,24 @@ class AsyncEventClient:
         *,
         anonymous_id: Optional[str] = None,
         event_id: Optional[str] = None,
+        timestamp: Optional[str] = None,
     ) -> LoggedEvent:
-        body = event_body(user_id, asin, event_type, metadata, anonymous_id=anonymous_id, event_id=event_id)
-        return _logged(body, await self._send("POST", "/api/event", body, stamp=True))
+        body = event_body(
+            user_id, asin, event_type, metadata, anonymous_id=anonymous_id, event_id=event_id, timestamp=timestamp
+        )
+        try:
+            return _logged(body, await self._send("POST", "/api/event", body, stamp=True))
+        except UnavailableError as error:
+            error.events = [body]
+            raise
 
     async def log_events(self, events: Iterable[Mapping[str, Any]]) -> BatchResult:
         settled = [_settled(event) for event in events]
-        answer = await self._send("POST", "/api/events", {"events": settled}, stamp=True)
+        try:
+            answer = await self._send("POST", "/api/events", {"events": settled}, stamp=True)
+        except UnavailableError as error:
+            error.events = settled
+            raise
         return _batch_result(answer, settled)
 
     async def identify(self, anonymous_id: str, user_id: int) -> JsonObject:

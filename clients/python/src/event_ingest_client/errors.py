@@ -3,7 +3,7 @@ or the service out of reach after every retry."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 class EventIngestError(Exception):
@@ -28,7 +28,8 @@ class RejectedError(EventIngestError):
 class UnavailableError(EventIngestError):
     """The service could not take the request, even after every retry: unreachable, too slow, or
     answering 408, 429 or 5xx. ``status`` and ``code`` are the last answer's, if there was one.
-    A retry later with the same ``event_id`` stores the event once."""
+    ``events`` holds the events that were being sent, with the ``event_id`` and ``timestamp``
+    they were given: sent again with those, later, each is stored once."""
 
     def __init__(
         self,
@@ -41,3 +42,4 @@ class UnavailableError(EventIngestError):
         self.attempts = attempts
         self.status = status
         self.code = code
+        self.events: list[dict[str, Any]] = []

@@ -21,9 +21,11 @@ logger = logging.getLogger("event_ingest_client")
 #: An item of a recommender's list: ``(asin, score)``, or a dict with ``asin`` and ``score``.
 Item = TypeVar("Item", tuple[str, float], Mapping[str, Any])
 
-#: Re-ranking waits this long at most, once: a recommender must answer.
+#: Each attempt of a re-ranking waits this long at most (each of connecting, sending and
+#: reading), and it is tried twice; a 503 whose ``Retry-After`` is longer than 0.2 s is not
+#: waited for: a recommender must answer.
 RERANK_TIMEOUT = 1.0
-RERANK_RETRY = RetryPolicy(max_retries=1, base_delay=0.05, max_delay=0.2)
+RERANK_RETRY = RetryPolicy(max_retries=1, base_delay=0.05, max_delay=0.2, max_retry_after=0.2)
 
 
 class Reranked(list[Item]):
@@ -56,7 +58,21 @@ def _reshaped(item: Item, score: float) -> Item:
     return {**item, "score": score}
 
 
+def _whole(answer: JsonObject, n: int) -> bool:
+    """Whether the answer holds each of the ``n`` items once, in ``items`` or ``removed``."""
+    listed: list[Any] = []
+    for key in ("items", "removed"):
+        part = answer.get(key, [])
+        if not isinstance(part, list):
+            return False
+        listed.extend(part)
+    ranks = [entry.get("original_rank") for entry in listed if isinstance(entry, dict)]
+    return sorted(r for r in ranks if isinstance(r, int)) == list(range(n)) and len(ranks) == n
+
+
 def _reranked(ranked_items: Sequence[Item], answer: JsonObject) -> Reranked[Item]:
+    if not _whole(answer, len(ranked_items)):
+        return _unchanged(ranked_items, "invalid_answer", "the service's answer does not hold every item once")
     result: Reranked[Item] = Reranked(
         _reshaped(ranked_items[int(d["original_rank"])], float(d["score"]))
         for d in answer.get("items", [])
@@ -69,11 +85,11 @@ def _reranked(ranked_items: Sequence[Item], answer: JsonObject) -> Reranked[Item
     return result
 
 
-def _unchanged(ranked_items: Sequence[Item], error: UnavailableError) -> Reranked[Item]:
-    logger.warning("re-ranking unavailable, the input order stands: %s", error)
+def _unchanged(ranked_items: Sequence[Item], reason: str, why: object) -> Reranked[Item]:
+    logger.warning("re-ranking unavailable (%s), the input order stands: %s", reason, why)
     result: Reranked[Item] = Reranked(ranked_items)
     result.available = False
-    result.unavailable_reason = "service_unavailable"
+    result.unavailable_reason = reason
     result.removed = []
     result.details = []
     return result
@@ -82,7 +98,7 @@ def _unchanged(ranked_items: Sequence[Item], error: UnavailableError) -> Reranke
 Actor = Union[int, str]
 
 #: The answer for nothing to re-rank, given without asking the service.
-NOTHING: JsonObject = {"items": [], "context": {"available": False, "unavailable_reason": "no_items"}}
+NOTHING: JsonObject = {"items": [], "removed": [], "context": {"available": False, "unavailable_reason": "no_items"}}
 
 
 def _actor(user_id: Optional[Actor], anonymous_id: Optional[str]) -> dict[str, Any]:
@@ -119,7 +135,7 @@ class ReRankingService:
         try:
             answer = self._client.rerank(_request_items(ranked_items), **_actor(user_id, anonymous_id))
         except UnavailableError as error:
-            return _unchanged(ranked_items, error)
+            return _unchanged(ranked_items, "service_unavailable", error)
         return _reranked(ranked_items, answer)
 
     def close(self) -> None:
@@ -152,7 +168,7 @@ class AsyncReRankingService:
         try:
             answer = await self._client.rerank(_request_items(ranked_items), **_actor(user_id, anonymous_id))
         except UnavailableError as error:
-            return _unchanged(ranked_items, error)
+            return _unchanged(ranked_items, "service_unavailable", error)
         return _reranked(ranked_items, answer)
 
     async def aclose(self) -> None:
